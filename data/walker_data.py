@@ -1,0 +1,120 @@
+"""Shared pieces of the data tools: the walker environment, both tasks' rewards, and dataset I/O.
+
+Used by `collect_td3.py`, `convert_utds.py` and the tests. The algorithm scripts at the repository
+root deliberately do not import this module: each of them reads alone (CleanRL style).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "disable")  # no display needed; silences dm_control's GLFW warning
+
+import gymnasium as gym
+import numpy as np
+from dm_control import suite
+from dm_control.suite import walker
+
+TASKS = ("walk", "run")
+OBS_DIM, ACT_DIM, EPISODE_LEN = 24, 6, 1000
+MEDIUM_TARGETS = {"walk": (500.0, 700.0), "run": (250.0, 380.0)}  # mean evaluation return of the snapshot
+KEYS = {  # D4RL names, dtypes and trailing shapes
+    "observations": (np.float32, (OBS_DIM,)),
+    "actions": (np.float32, (ACT_DIM,)),
+    "next_observations": (np.float32, (OBS_DIM,)),
+    "rewards": (np.float32, ()),
+    "terminals": (np.bool_, ()),
+    "timeouts": (np.bool_, ()),
+    "rewards_walk": (np.float32, ()),
+    "rewards_run": (np.float32, ()),
+}
+_REWARD_TASKS = {  # reward functions only: the same physics scored against each task's target speed
+    "walk": walker.PlanarWalker(move_speed=walker._WALK_SPEED),
+    "run": walker.PlanarWalker(move_speed=walker._RUN_SPEED),
+}
+
+
+class DatasetError(ValueError):
+    """A dataset file that cannot be used; the message names the file and the fault."""
+
+
+def flatten_observation(obs) -> np.ndarray:
+    """dm_control's order (orientations 14, height 1, velocity 9), not gymnasium's sorted Dict keys."""
+    return np.concatenate([np.asarray(v, dtype=np.float32).ravel() for v in obs.values()])
+
+
+def task_rewards(physics) -> dict[str, float]:
+    """Reward of every task for the current physics state (what the env returns after a step)."""
+    return {task: float(reward_fn.get_reward(physics)) for task, reward_fn in _REWARD_TASKS.items()}
+
+
+class WalkerEnv(gym.Env):
+    """dm_control walker-{walk,run} as a gymnasium Env; `info` carries both tasks' rewards."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, task: str, seed: int | None = None):
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+        self.task = task
+        self._env = suite.load("walker", task, task_kwargs={"random": seed})
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32)
+        self.action_space.seed(seed)
+
+    @property
+    def physics(self):
+        return self._env.physics
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        time_step = self._env.reset()
+        return flatten_observation(time_step.observation), {}
+
+    def step(self, action):
+        time_step = self._env.step(np.clip(action, -1.0, 1.0))
+        info = {f"rewards_{task}": r for task, r in task_rewards(self.physics).items()}
+        # Walker never terminates; the episode ends by the 1000-step time limit only.
+        return flatten_observation(time_step.observation), float(time_step.reward), False, time_step.last(), info
+
+
+def save_dataset(path: str, data: dict[str, np.ndarray]) -> None:
+    """Write a dataset after casting to the D4RL dtypes; compressed, as the files are committed."""
+    arrays = {key: np.asarray(data[key], dtype=dtype) for key, (dtype, _) in KEYS.items()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
+def load_dataset(path: str, task: str | None = None) -> dict[str, np.ndarray]:
+    """Load and validate a dataset; any fault raises DatasetError naming the file."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: no such dataset file")
+    try:
+        with np.load(path) as npz:
+            data = {key: npz[key] for key in npz.files}
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, EOFError, pickle refusals...
+        raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    validate_dataset(data, path, task)
+    return data
+
+
+def validate_dataset(data: dict[str, np.ndarray], path: str, task: str | None = None) -> None:
+    missing = [key for key in KEYS if key not in data]
+    if missing:
+        raise DatasetError(f"{path}: missing key(s) {missing}")
+    n = len(data["observations"])
+    for key, (dtype, shape) in KEYS.items():
+        arr = data[key]
+        if arr.shape != (n, *shape):
+            raise DatasetError(f"{path}: '{key}' has shape {arr.shape}, expected {(n, *shape)}")
+        if arr.dtype != dtype:
+            raise DatasetError(f"{path}: '{key}' has dtype {arr.dtype}, expected {np.dtype(dtype)}")
+        if arr.dtype != np.bool_ and not np.isfinite(arr).all():
+            raise DatasetError(f"{path}: '{key}' contains NaN or inf")
+    if n == 0:
+        raise DatasetError(f"{path}: the dataset is empty")
+    if task is not None:
+        if task not in TASKS:
+            raise DatasetError(f"{path}: unknown task {task!r}; expected one of {TASKS}")
+        if not np.array_equal(data["rewards"], data[f"rewards_{task}"]):
+            raise DatasetError(f"{path}: 'rewards' differs from 'rewards_{task}'")
