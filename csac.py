@@ -359,9 +359,8 @@ def train(args: Args) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     data = load_training_data(args, device)
-    num_transitions = len(data["observations"])
-    steps_per_epoch = num_transitions // args.batch_size
-    print(f"{run_name}: {num_transitions} transitions, {steps_per_epoch} gradient steps per epoch, "
+    steps_per_epoch = len(data["observations"]) // args.batch_size
+    print(f"{run_name}: {len(data['observations'])} transitions, {steps_per_epoch} gradient steps per epoch, "
           f"{args.epochs * steps_per_epoch} in total, on {device}", flush=True)
 
     if args.track:
@@ -373,16 +372,21 @@ def train(args: Args) -> dict:
     learner = Learner(args, device)
 
     history = {task: [] for task in tasks}  # (epoch, returns) of every evaluation
-    start, global_step = time.time(), 0
+    start, train_seconds, global_step = time.time(), 0.0, 0
     for epoch in range(1, args.epochs + 1):
+        epoch_start = time.time()
+        num_transitions = len(data["observations"])
         permutation = torch.randperm(num_transitions, device=device)
-        for begin in range(0, steps_per_epoch * args.batch_size, args.batch_size):
+        for begin in range(0, num_transitions - args.batch_size + 1, args.batch_size):  # drop the last partial batch
             idx = permutation[begin:begin + args.batch_size]
             metrics = learner.update(data["observations"][idx], data["actions"][idx], data["rewards"][idx],
                                      data["next_observations"][idx])
             global_step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # so that the epoch's time includes its queued kernels
+        train_seconds += time.time() - epoch_start
         if epoch % args.eval_every == 0 or epoch == args.epochs:
-            sps = global_step / (time.time() - start)
+            sps = global_step / train_seconds
             for name, value in metrics.items():
                 writer.add_scalar(f"charts/{name}" if name == "alpha" else f"losses/{name}", value.item(), global_step)
             writer.add_scalar("charts/SPS", sps, global_step)

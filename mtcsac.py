@@ -1,0 +1,456 @@
+"""MTCSAC: multi-task conservative soft actor-critic on the union of the walker walk and run datasets.
+
+CSAC (CQL(H) on top of SAC) with a learned task embedding added to the state before the actor and the
+critics (Sec. 2.4), so that one agent learns both tasks.
+
+One self-contained file in the style of CleanRL / CORL: arguments, environment, dataset, networks, update,
+evaluation and training loop. Equation numbers refer to the report (shared/seed, "Multi-Task Offline
+Reinforcement Learning with Heuristic Conservative Soft Actor-Critic").
+
+    python mtcsac.py --dataset medium --seed 0
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "disable")  # no display needed; silences dm_control's GLFW warning
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # lets cuBLAS run deterministically
+
+import copy
+import json
+import math
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from dm_control import suite
+from torch.utils.tensorboard import SummaryWriter
+
+TASKS = ("walk", "run")
+OBS_DIM, ACT_DIM = 24, 6
+
+
+@dataclass
+class Args:
+    exp_name: str = "mtcsac"
+    """the name of this experiment (prefix of the run folder)"""
+    run_name: str | None = None
+    """folder name under runs/ (default: {exp_name}__{dataset}__{seed}__{unix time})"""
+    seed: int = 0
+    torch_deterministic: bool = True
+    """use deterministic algorithms where torch offers them"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    bf16: bool = False
+    """bfloat16 autocast for the forward passes (fp32 master weights)"""
+    track: bool = False
+    """log to Weights & Biases (imported only when asked)"""
+    wandb_project_name: str = "hcsac"
+    save_model: bool = False
+    """write the final weights to runs/{run_name}/model.pt"""
+
+    dataset: Literal["medium", "medium-replay"] = "medium"
+    data_dir: str = "data"
+    """folder holding walker_{task}_{dataset}.npz for every task"""
+    task_embedding: Literal["add", "concat"] = "add"
+    """add the embedding to the state (the report) or concatenate it (the authors' code)"""
+
+    epochs: int = 1000
+    """one epoch is one shuffled pass over the training data"""
+    batch_size: int = 1024
+    hidden_dim: int = 1024
+    num_layers: int = 3
+    critic_lr: float = 3e-4
+    actor_lr: float = 1e-4
+    """also the learning rate of the entropy temperature alpha"""
+    tau: float = 0.01
+    gamma: float = 0.99
+    cql_weight: float = 10.0
+    num_sampled_actions: int = 10
+    """actions per state drawn from each of: uniform, policy at s, policy at s' (Eq. 9)"""
+    eval_every: int = 10
+    """epochs between evaluations"""
+    eval_episodes: int = 10
+    """episodes per task and evaluation"""
+
+
+class UsageError(Exception):
+    """Bad input from the user (arguments or data files): reported in one line, without a traceback."""
+
+
+def check_args(args: Args) -> None:
+    for name in ("epochs", "batch_size", "hidden_dim", "num_layers", "eval_every", "eval_episodes",
+                 "num_sampled_actions"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+
+
+# ----------------------------------------------------------------------------------------------- environment
+class WalkerEnv(gym.Env):
+    """dm_control walker as a gymnasium Env, observation flattened in dm_control's order:
+    orientations (14), height (1), velocity (9). 1000 steps; ends by time limit only."""
+
+    def __init__(self, task: str, seed: int):
+        self._env = suite.load("walker", task, task_kwargs={"random": seed})
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32)
+
+    @staticmethod
+    def _flatten(observation) -> np.ndarray:
+        return np.concatenate([np.asarray(v, np.float32).ravel() for v in observation.values()])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._flatten(self._env.reset().observation), {}
+
+    def step(self, action):
+        time_step = self._env.step(action)
+        return self._flatten(time_step.observation), float(time_step.reward), False, time_step.last(), {}
+
+
+def make_env(task: str, seed: int) -> WalkerEnv:
+    return WalkerEnv(task, seed)
+
+
+# ----------------------------------------------------------------------------------------------- dataset
+DATASET_KEYS = {"observations": (OBS_DIM,), "actions": (ACT_DIM,), "rewards": (), "next_observations": (OBS_DIM,)}
+
+
+class DatasetError(UsageError):
+    """A dataset file that cannot be used; the message names the file and the fault."""
+
+
+def load_dataset(path: str) -> dict[str, np.ndarray]:
+    """Read a D4RL-style .npz and check every key we use: present, right shape, finite."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: no such dataset file (see data/README.md to collect or convert one)")
+    try:
+        with np.load(path) as npz:
+            files = set(npz.files)
+            data = {key: np.asarray(npz[key], np.float32) for key in DATASET_KEYS if key in files}
+    except Exception as exc:  # BadZipFile, truncated file, pickled objects...
+        raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    missing = [key for key in DATASET_KEYS if key not in data]
+    if missing:
+        raise DatasetError(f"{path}: missing key(s) {missing}")
+    n = len(data["observations"])
+    for key, shape in DATASET_KEYS.items():
+        if data[key].shape != (n, *shape):
+            raise DatasetError(f"{path}: '{key}' has shape {data[key].shape}, expected {(n, *shape)}")
+        if not np.isfinite(data[key]).all():
+            raise DatasetError(f"{path}: '{key}' contains NaN or inf")
+    return data
+
+
+def load_training_data(args: Args, device: torch.device) -> dict[str, torch.Tensor]:
+    """The union of every task's dataset as device tensors, each transition with its task id and own reward."""
+    per_task = [load_dataset(os.path.join(args.data_dir, f"walker_{task}_{args.dataset}.npz")) for task in TASKS]
+    data = {key: np.concatenate([d[key] for d in per_task]) for key in DATASET_KEYS}
+    data["task_ids"] = np.concatenate([np.full(len(d["observations"]), i) for i, d in enumerate(per_task)])
+    if len(data["observations"]) < args.batch_size:
+        raise DatasetError(f"{args.data_dir}: {len(data['observations'])} transitions, fewer than one batch")
+    return {key: torch.as_tensor(value, device=device) for key, value in data.items()}
+
+
+# ----------------------------------------------------------------------------------------------- networks
+def mlp(in_dim: int, out_dim: int, hidden_dim: int, num_layers: int) -> nn.Sequential:
+    layers, dim = [], in_dim
+    for _ in range(num_layers):
+        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
+        dim = hidden_dim
+    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+
+
+class TaskEmbedding(nn.Module):
+    """Task-aware state z = s + e_k (Sec. 2.4), or [s, e_k] with mode "concat"."""
+
+    def __init__(self, mode: str, num_tasks: int = len(TASKS)):
+        super().__init__()
+        self.mode = mode
+        self.embedding = nn.Embedding(num_tasks, OBS_DIM)
+        self.out_dim = OBS_DIM if mode == "add" else 2 * OBS_DIM
+
+    def forward(self, obs: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        e = self.embedding(task_ids)
+        return obs + e if self.mode == "add" else torch.cat([obs, e], -1)
+
+
+class VectorizedLinear(nn.Module):
+    """`ensemble_size` independent linear layers applied with one batched matmul (as in CORL)."""
+
+    def __init__(self, in_dim: int, out_dim: int, ensemble_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_dim))
+        for member in range(ensemble_size):  # the same initialisation as nn.Linear, member by member
+            nn.init.kaiming_uniform_(self.weight[member].T, a=math.sqrt(5))
+        bound = 1 / math.sqrt(in_dim)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [E, B, in] -> [E, B, out]
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class Critic(nn.Module):
+    """Both Q-networks as one ensemble of 2: Q(s, a) for every critic in one call."""
+
+    def __init__(self, hidden_dim: int, num_layers: int, task_embedding: str, num_critics: int = 2):
+        super().__init__()
+        self.task_embedding = TaskEmbedding(task_embedding)
+        layers, dim = [], self.task_embedding.out_dim + ACT_DIM
+        for _ in range(num_layers):
+            layers += [VectorizedLinear(dim, hidden_dim, num_critics), nn.ReLU()]
+            dim = hidden_dim
+        self.net = nn.Sequential(*layers, VectorizedLinear(dim, 1, num_critics))
+        self.num_critics = num_critics
+
+    def forward(self, obs: torch.Tensor, task_ids: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """obs [B, obs_dim], task_ids [B] and actions [..., B, act_dim] -> Q-values [num_critics, ..., B]."""
+        z = self.task_embedding(obs, task_ids)
+        z = z.expand(*actions.shape[:-1], z.shape[-1])
+        x = torch.cat([z, actions], -1).reshape(1, -1, z.shape[-1] + ACT_DIM)
+        q = self.net(x.expand(self.num_critics, -1, -1))
+        return q.reshape(self.num_critics, *actions.shape[:-1])
+
+
+class Actor(nn.Module):
+    """Tanh-Gaussian policy: a = tanh(mu + sigma * eps), reparameterised."""
+
+    def __init__(self, hidden_dim: int, num_layers: int, task_embedding: str):
+        super().__init__()
+        self.task_embedding = TaskEmbedding(task_embedding)
+        self.net = mlp(self.task_embedding.out_dim, 2 * ACT_DIM, hidden_dim, num_layers)
+
+    def forward(self, obs: torch.Tensor, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(self.task_embedding(obs, task_ids)).chunk(2, -1)
+        return mean, log_std.clamp(-5.0, 2.0)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """The deterministic action used for evaluation: tanh of the mean."""
+        return torch.tanh(self(obs, task_ids)[0])
+
+
+def sample_tanh_gaussian(mean, log_std, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """num_samples reparameterised actions [num_samples, B, act_dim] and their log-densities [num_samples, B]."""
+    std = log_std.exp()
+    noise = torch.randn(num_samples, *mean.shape, device=mean.device, dtype=mean.dtype)
+    pre_tanh = mean + std * noise
+    gaussian_log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    # log|d tanh(u)/du| = log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|
+    log_det = (2 * (math.log(2) - pre_tanh - F.softplus(-2 * pre_tanh))).sum(-1)
+    return torch.tanh(pre_tanh), gaussian_log_prob - log_det
+
+
+# ----------------------------------------------------------------------------------------------- update
+def cql_penalty(q_uniform, q_policy, q_policy_next, log_prob, log_prob_next, q_data) -> torch.Tensor:
+    """Eq. 8-9 per critic: logsumexp over importance-weighted sampled actions minus Q on the data actions.
+
+    Q-values are [num_critics, num_samples, B] (q_data [num_critics, B]); the uniform density over
+    [-1, 1]^6 is 0.5^6. Returns the batch mean per critic, [num_critics]. Every sampled action is
+    evaluated at s, including those drawn from pi(.|s'), as in the CQL reference code.
+    """
+    uniform_log_density = ACT_DIM * math.log(0.5)
+    importance_weighted = torch.cat(
+        [q_uniform - uniform_log_density, q_policy - log_prob, q_policy_next - log_prob_next], dim=1)
+    return (torch.logsumexp(importance_weighted, dim=1) - q_data).mean(-1)
+
+
+class Learner:
+    """Networks, optimisers and one gradient step of CSAC."""
+
+    def __init__(self, args: Args, device: torch.device):
+        self.args, self.device = args, device
+        self.actor = Actor(args.hidden_dim, args.num_layers, args.task_embedding).to(device)
+        self.critic = Critic(args.hidden_dim, args.num_layers, args.task_embedding).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.zeros((), device=device, requires_grad=True)
+        self.target_entropy = -float(ACT_DIM)  # Eq. 5-6: minimum entropy -|A|
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=args.actor_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=args.critic_lr)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=args.actor_lr)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.bf16)
+
+    def update(self, obs, task_ids, actions, rewards, next_obs) -> dict[str, torch.Tensor]:
+        """One step on a batch. Metrics stay on the device (no host sync) until they are logged."""
+        args, n = self.args, self.args.num_sampled_actions
+        batch_size = obs.shape[0]
+        with self.autocast():
+            # One actor forward for s and s'; sample 0 feeds the actor loss (at s) and the Bellman target
+            # (at s'), samples 1..n the CQL log-sum-exp.
+            mean, log_std = self.actor(torch.cat([obs, next_obs]), torch.cat([task_ids, task_ids]))
+            sampled, log_prob = sample_tanh_gaussian(mean.float(), log_std.float(), 1 + n)
+            new_actions, new_log_prob = sampled[0, :batch_size], log_prob[0, :batch_size]
+            next_actions = sampled[0, batch_size:].detach()
+            cql_actions, cql_log_prob = sampled[1:].detach(), log_prob[1:].detach()
+
+            # Temperature (Eq. 6).
+            alpha_loss = -(self.log_alpha * (new_log_prob.detach() + self.target_entropy)).mean()
+            alpha = self.log_alpha.exp().detach()
+
+            # Policy improvement (Eq. 4): minimise alpha log pi - min_k Q_k(s, a~pi).
+            q_new = self.critic(obs, task_ids, new_actions).min(0).values
+            actor_loss = (alpha * new_log_prob - q_new.float()).mean()
+
+            # Bellman target r + gamma min_k Q'_k(s', a'), a' ~ pi(s'). No entropy term (CORL's default) and
+            # no terminal mask: walker episodes end by time limit only.
+            with torch.no_grad():
+                q_next = self.critic_target(next_obs, task_ids, next_actions).min(0).values.float()
+                td_target = rewards + args.gamma * q_next
+
+            # All of the critic loss's Q evaluations in one call: data actions, n uniform, n policy at s,
+            # n policy at s' (evaluated at s).
+            uniform = torch.rand(n, batch_size, ACT_DIM, device=obs.device) * 2 - 1
+            all_actions = torch.cat([actions[None], uniform, cql_actions[:, :batch_size], cql_actions[:, batch_size:]])
+            q_all = self.critic(obs, task_ids, all_actions).float()  # [2, 1 + 3n, B]
+            q_data = q_all[:, 0]
+            td_loss = (q_data - td_target).pow(2).mean(-1).sum()  # Eq. 8, squared Bellman error, summed over critics
+            penalty = cql_penalty(q_all[:, 1:1 + n], q_all[:, 1 + n:1 + 2 * n], q_all[:, 1 + 2 * n:],
+                                  cql_log_prob[:, :batch_size], cql_log_prob[:, batch_size:], q_data)
+            critic_loss = td_loss + args.cql_weight * penalty.sum()
+
+        self.alpha_optimizer.zero_grad()
+        alpha_loss.backward()
+        self.alpha_optimizer.step()
+        self.actor_optimizer.zero_grad()
+        actor_loss.backward()
+        self.actor_optimizer.step()
+        self.critic_optimizer.zero_grad()  # also drops what actor_loss left on the critic
+        critic_loss.backward()
+        self.critic_optimizer.step()
+        soft_update(self.critic_target, self.critic, args.tau)
+        return {"critic_loss": critic_loss.detach(), "td_loss": td_loss.detach(), "cql_penalty": penalty.mean().detach(),
+                "actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "alpha": alpha,
+                "q_data": q_data.mean().detach(), "entropy": -new_log_prob.mean().detach()}
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) target + tau source."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+def eval_seed(seed: int, episode: int) -> int:
+    """Evaluation environments are seeded apart from training and fresh at every evaluation."""
+    return 1_000_000 + 1000 * seed + episode
+
+
+@torch.no_grad()
+def evaluate(actor: Actor, task: str, num_episodes: int, seed: int, device: torch.device) -> list[float]:
+    """All episodes step together: one policy forward per step for the whole batch of environments."""
+    envs = [make_env(task, eval_seed(seed, episode)) for episode in range(num_episodes)]
+    obs = np.stack([env.reset()[0] for env in envs])
+    task_ids = torch.full((num_episodes,), TASKS.index(task), device=device)
+    returns, done = np.zeros(num_episodes), False
+    while not done:
+        actions = actor.act(torch.as_tensor(obs, device=device), task_ids).float().cpu().numpy()
+        steps = [env.step(action) for env, action in zip(envs, actions)]
+        obs = np.stack([step[0] for step in steps])
+        returns += [step[1] for step in steps]
+        done = steps[0][3]  # every episode lasts exactly 1000 steps
+    return returns.tolist()
+
+
+# ----------------------------------------------------------------------------------------------- training
+def package_versions() -> dict[str, str]:
+    return {"python": platform.python_version(),
+            **{pkg: version(pkg) for pkg in ("torch", "numpy", "mujoco", "dm_control", "gymnasium")}}
+
+
+def train(args: Args) -> dict:
+    check_args(args)
+    tasks = list(TASKS)
+    run_name = args.run_name or f"{args.exp_name}__{args.dataset}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join("runs", run_name)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    data = load_training_data(args, device)
+    steps_per_epoch = len(data["observations"]) // args.batch_size
+    print(f"{run_name}: {len(data['observations'])} transitions, {steps_per_epoch} gradient steps per epoch, "
+          f"{args.epochs * steps_per_epoch} in total, on {device}", flush=True)
+
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, sync_tensorboard=True, config=vars(args), name=run_name)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    learner = Learner(args, device)
+
+    history = {task: [] for task in tasks}  # (epoch, returns) of every evaluation
+    start, train_seconds, global_step = time.time(), 0.0, 0
+    for epoch in range(1, args.epochs + 1):
+        epoch_start = time.time()
+        num_transitions = len(data["observations"])
+        permutation = torch.randperm(num_transitions, device=device)
+        for begin in range(0, num_transitions - args.batch_size + 1, args.batch_size):  # drop the last partial batch
+            idx = permutation[begin:begin + args.batch_size]
+            metrics = learner.update(data["observations"][idx], data["task_ids"][idx], data["actions"][idx],
+                                     data["rewards"][idx], data["next_observations"][idx])
+            global_step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # so that the epoch's time includes its queued kernels
+        train_seconds += time.time() - epoch_start
+        if epoch % args.eval_every == 0 or epoch == args.epochs:
+            sps = global_step / train_seconds
+            for name, value in metrics.items():
+                writer.add_scalar(f"charts/{name}" if name == "alpha" else f"losses/{name}", value.item(), global_step)
+            writer.add_scalar("charts/SPS", sps, global_step)
+            line = f"epoch {epoch}/{args.epochs} step {global_step}"
+            for task in tasks:
+                returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device)
+                history[task].append((epoch, returns))
+                writer.add_scalar(f"eval/{task}_return", np.mean(returns), global_step)
+                line += f" {task} {np.mean(returns):.1f}"
+            eta = (args.epochs - epoch) * (time.time() - start) / epoch
+            print(f"{line} | SPS {sps:.1f} | ETA {eta / 60:.1f} min", flush=True)
+
+    results = {"algorithm": args.exp_name, "args": asdict(args), "run_name": run_name,
+               "gradient_steps": global_step, "wall_time_s": time.time() - start, "device": str(device),
+               "versions": package_versions(), "tasks": {}}
+    for task in tasks:
+        if not history[task]:
+            continue
+        final_epoch, final = history[task][-1]
+        best_epoch, best = max(history[task], key=lambda item: np.mean(item[1]))
+        # The final evaluation is the honest number; the best is reported, never selected.
+        results["tasks"][task] = {"final": {"epoch": final_epoch, "mean": float(np.mean(final)), "std": float(np.std(final)),
+                                            "returns": final},
+                                  "best": {"epoch": best_epoch, "mean": float(np.mean(best))}}
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    if args.save_model:
+        torch.save({"actor": learner.actor.state_dict(), "critic": learner.critic.state_dict(),
+                    "args": asdict(args)}, os.path.join(run_dir, "model.pt"))
+    writer.close()
+    return results
+
+
+def main() -> None:
+    args = tyro.cli(Args)
+    try:
+        train(args)
+    except UsageError as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()
