@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny datasets made from real walker rollouts, and a runner for the scripts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "data")]
+os.environ.setdefault("MUJOCO_GL", "disable")
+
+from walker_data import KEYS, TASKS, WalkerEnv, save_dataset  # noqa: E402
+
+# Small enough for CI, big enough to exercise every code path (batches, relabeling, evaluation).
+TINY_FLAGS = ["--epochs", "2", "--hidden-dim", "32", "--num-layers", "2", "--batch-size", "256",
+              "--eval-every", "1", "--eval-episodes", "2"]
+
+
+def random_rollouts(task: str, episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """Full episodes of uniformly random actions, in the dataset format (both tasks' rewards included)."""
+    env = WalkerEnv(task, seed=seed)
+    rng = np.random.default_rng(seed)
+    rows = {key: [] for key in ("observations", "actions", "next_observations", "timeouts", "rewards_walk", "rewards_run")}
+    for _ in range(episodes):
+        obs, _ = env.reset()
+        done = False
+        while not done:
+            action = rng.uniform(-1, 1, 6).astype(np.float32)
+            next_obs, _, _, done, info = env.step(action)
+            for key, value in (("observations", obs), ("actions", action), ("next_observations", next_obs),
+                               ("timeouts", done), ("rewards_walk", info["rewards_walk"]),
+                               ("rewards_run", info["rewards_run"])):
+                rows[key].append(value)
+            obs = next_obs
+    rows["rewards"] = rows[f"rewards_{task}"]
+    rows["terminals"] = [False] * len(rows["rewards"])
+    return {key: np.array(rows[key], dtype) for key, (dtype, _) in KEYS.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> str:
+    """walker_{walk,run}_{medium,medium-replay}.npz with one random episode (1000 rows) each."""
+    directory = tmp_path_factory.mktemp("data")
+    for seed, (task, quality) in enumerate((t, q) for t in TASKS for q in ("medium", "medium-replay")):
+        save_dataset(str(directory / f"walker_{task}_{quality}.npz"), random_rollouts(task, 1, seed))
+    return str(directory)
+
+
+def run_script(script: str, *flags: str, cwd, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run one of the repository's scripts as a user would, from `cwd` (where runs/ is written)."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *flags], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
