@@ -1,0 +1,92 @@
+"""End-to-end runs of every algorithm script on tiny data, reproducibility, and messages on bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import TINY_FLAGS, run_script
+
+SCRIPTS = {"bc.py": ["walk"], "csac.py": ["run"], "mtcsac.py": ["walk", "run"], "hcsac.py": ["walk", "run"]}
+
+
+def task_flags(script: str) -> list[str]:
+    return ["--task", "run"] if script == "csac.py" else ["--task", "walk"] if script == "bc.py" else []
+
+
+def read_results(cwd, run_name: str) -> dict:
+    with open(cwd / "runs" / run_name / "results.json") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_runs_end_to_end(script, tiny_data_dir, tmp_path):
+    extra = ["--relabel-every", "1"] if script == "hcsac.py" else []
+    result = run_script(script, "--data-dir", tiny_data_dir, "--run-name", "tiny", "--save-model",
+                        *task_flags(script), *TINY_FLAGS, *extra, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    results = read_results(tmp_path, "tiny")
+    assert sorted(results["tasks"]) == sorted(SCRIPTS[script])
+    for task, entry in results["tasks"].items():
+        assert entry["final"]["epoch"] == 2 and len(entry["final"]["returns"]) == 2
+        assert entry["final"]["mean"] == pytest.approx(np.mean(entry["final"]["returns"]))
+        assert 0 <= entry["final"]["mean"] <= 1000
+        assert entry["best"]["mean"] >= entry["final"]["mean"]
+    steps_per_epoch = (2000 if script in ("mtcsac.py", "hcsac.py") else 1000) // 256
+    if script == "hcsac.py":  # relabeling after epoch 1 adds the shared transitions
+        assert results["gradient_steps"] >= 2 * steps_per_epoch
+        [entry] = results["relabel"]
+        assert entry["epoch"] == 1 and entry["active_transitions"] > 2000
+        assert entry["shared_walk_to_run"] + entry["shared_run_to_walk"] == entry["active_transitions"] - 2000
+    else:
+        assert results["gradient_steps"] == 2 * steps_per_epoch
+    assert results["args"]["hidden_dim"] == 32 and results["versions"]["torch"]
+    assert (tmp_path / "runs" / "tiny" / "model.pt").exists()
+    assert "gradient steps per epoch" in result.stdout and "epoch 2/2" in result.stdout
+
+
+def test_same_seed_same_numbers(tiny_data_dir, tmp_path):
+    returns = []
+    for name in ("a", "b"):
+        result = run_script("hcsac.py", "--data-dir", tiny_data_dir, "--run-name", name, "--relabel-every", "1",
+                            *TINY_FLAGS, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        results = read_results(tmp_path, name)
+        returns.append({task: entry["final"]["returns"] for task, entry in results["tasks"].items()})
+        returns[-1]["relabel"] = results["relabel"][0]["active_transitions"]
+    assert returns[0] == returns[1]
+
+
+BAD_ARGS = {
+    "unknown task": (["--task", "jump"], "jump"),
+    "unknown dataset": (["--dataset", "expert"], "expert"),
+    "zero eval episodes": (["--eval-episodes", "0"], "--eval-episodes must be a positive integer"),
+    "negative epochs": (["--epochs", "-3"], "--epochs must be a positive integer"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARGS)
+def test_bad_arguments_are_refused(case, tiny_data_dir, tmp_path):
+    flags, message = BAD_ARGS[case]
+    result = run_script("csac.py", "--data-dir", tiny_data_dir, *flags, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_missing_dataset_file(script, tmp_path):
+    result = run_script(script, "--data-dir", str(tmp_path), *task_flags(script), cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "no such dataset file" in result.stderr and str(tmp_path) in result.stderr
+
+
+@pytest.mark.parametrize("script", ["bc.py", "hcsac.py"])
+def test_dataset_with_wrong_width(script, tmp_path):
+    from conftest import random_rollouts
+
+    for task in ("walk", "run"):
+        data = random_rollouts(task, 1, seed=0)
+        data["next_observations"] = data["next_observations"][:, :17]
+        np.savez(tmp_path / f"walker_{task}_medium.npz", **data)
+    result = run_script(script, "--data-dir", str(tmp_path), *task_flags(script), cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "walker_walk_medium.npz: 'next_observations' has shape (1000, 17), expected (1000, 24)" in result.stderr
