@@ -37,6 +37,7 @@ import tyro
 from dm_control import suite
 from torch.utils.tensorboard import SummaryWriter
 
+ALGORITHM = "mtcsac"
 TASKS = ("walk", "run")
 OBS_DIM, ACT_DIM = 24, 6
 
@@ -59,6 +60,14 @@ class Args:
     wandb_project_name: str = "hcsac"
     save_model: bool = False
     """write the final weights to runs/{run_name}/model.pt"""
+    resume: str | None = None
+    """continue the run in this folder (runs/{run_name}) from its checkpoint.pt"""
+    eval_only: bool = False
+    """only evaluate the weights of --checkpoint, writing eval.json beside it"""
+    checkpoint: str | None = None
+    """a checkpoint.pt or model.pt, for --eval-only"""
+    capture_video: bool = False
+    """with --eval-only, save an mp4 of one episode per task (needs MUJOCO_GL=egl or osmesa)"""
 
     dataset: Literal["medium", "medium-replay"] = "medium"
     data_dir: str = "data"
@@ -117,6 +126,13 @@ class WalkerEnv(gym.Env):
     def step(self, action):
         time_step = self._env.step(action)
         return self._flatten(time_step.observation), float(time_step.reward), False, time_step.last(), {}
+    def render(self, height: int = 240, width: int = 320) -> np.ndarray:
+        return self._env.physics.render(height, width, camera_id=0)
+
+    def close(self):
+        self._env.close()  # frees the renderer; without it osmesa prints tracebacks at exit
+
+
 
 
 def make_env(task: str, seed: int) -> WalkerEnv:
@@ -284,6 +300,22 @@ class Learner:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.bf16)
 
+    def state_dict(self) -> dict:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach().clone(),
+                "actor_optimizer": self.actor_optimizer.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict(),
+                "alpha_optimizer": self.alpha_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        try:
+            for name in ("actor", "critic", "critic_target", "actor_optimizer", "critic_optimizer", "alpha_optimizer"):
+                getattr(self, name).load_state_dict(state[name])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UsageError(f"the checkpoint does not fit this network: {str(exc).splitlines()[0]}") from None
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+
     def update(self, obs, task_ids, actions, rewards, next_obs) -> dict[str, torch.Tensor]:
         """One step on a batch. Metrics stay on the device (no host sync) until they are logged."""
         args, n = self.args, self.args.num_sampled_actions
@@ -365,17 +397,91 @@ def evaluate(actor: Actor, task: str, num_episodes: int, seed: int, device: torc
     return returns.tolist()
 
 
+# ----------------------------------------------------------------------------------------------- checkpoints
+RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model"}  # may differ on --resume
+EVAL_ONLY_CHANGES = RESUMABLE_CHANGES | {"eval_only", "checkpoint", "eval_episodes", "seed", "capture_video",
+                                         "data_dir", "eval_every", "bf16", "exp_name"}
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write to a temporary file, then rename: a kill mid-write never leaves a broken checkpoint."""
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def rng_states() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def load_checkpoint(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UsageError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("algorithm") != ALGORITHM:
+        found = checkpoint.get("algorithm") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise UsageError(f"{path}: a checkpoint of {found!r}, not of {ALGORITHM!r}")
+    return checkpoint
+
+
+def parse_args() -> tuple[Args, dict | None]:
+    """Command-line arguments; with --resume or --eval-only, the saved run's arguments are the defaults and
+    a flag that contradicts them (other than those allowed to change) is refused."""
+    args = tyro.cli(Args)
+    if args.resume is not None:
+        path, allowed = os.path.join(args.resume, "checkpoint.pt"), RESUMABLE_CHANGES
+        if not os.path.isfile(path):
+            raise UsageError(f"{args.resume}: no checkpoint.pt to resume from")
+    elif args.eval_only:
+        if args.checkpoint is None:
+            raise UsageError("--eval-only needs --checkpoint PATH (a checkpoint.pt or model.pt)")
+        path, allowed = args.checkpoint, EVAL_ONLY_CHANGES
+    else:
+        return args, None
+    checkpoint = load_checkpoint(path)
+    saved = Args(**checkpoint["args"])
+    args = tyro.cli(Args, default=saved)  # the flags given again override the saved values
+    changed = sorted(k for k in asdict(saved) if getattr(saved, k) != getattr(args, k) and k not in allowed)
+    if changed:
+        details = ", ".join(f"--{k.replace('_', '-')} {getattr(saved, k)} -> {getattr(args, k)}" for k in changed)
+        raise UsageError(f"{path} was made with other arguments ({details}); refusing to mix them")
+    return args, checkpoint
+
+
 # ----------------------------------------------------------------------------------------------- training
 def package_versions() -> dict[str, str]:
     return {"python": platform.python_version(),
             **{pkg: version(pkg) for pkg in ("torch", "numpy", "mujoco", "dm_control", "gymnasium")}}
 
 
-def train(args: Args) -> dict:
+def summarize(history: list[tuple[int, list[float]]]) -> dict:
+    final_epoch, final = history[-1]
+    best_epoch, best = max(history, key=lambda item: np.mean(item[1]))
+    # The final evaluation is the honest number; the best is reported, never selected.
+    return {"final": {"epoch": final_epoch, "mean": float(np.mean(final)), "std": float(np.std(final)), "returns": final},
+            "best": {"epoch": best_epoch, "mean": float(np.mean(best))}}
+
+
+def train(args: Args, checkpoint: dict | None = None) -> dict:
     check_args(args)
     tasks = list(TASKS)
-    run_name = args.run_name or f"{args.exp_name}__{args.dataset}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.join("runs", run_name)
+    if args.resume is not None:
+        run_dir = args.resume.rstrip("/")
+        run_name = os.path.basename(run_dir)
+    else:
+        run_name = args.run_name or f"{args.exp_name}__{args.dataset}__{args.seed}__{int(time.time())}"
+        run_dir = os.path.join("runs", run_name)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -386,26 +492,38 @@ def train(args: Args) -> dict:
     steps_per_epoch = len(data["observations"]) // args.batch_size
     print(f"{run_name}: {len(data['observations'])} transitions, {steps_per_epoch} gradient steps per epoch, "
           f"{args.epochs * steps_per_epoch} in total, on {device}", flush=True)
+    learner = Learner(args, device)
+
+    history = {task: [] for task in tasks}  # (epoch, returns) of every evaluation
+    first_epoch, global_step, train_seconds, elapsed_before = 1, 0, 0.0, 0.0
+    if checkpoint is not None:  # --resume: continue exactly where the checkpoint left off
+        learner.load_state_dict(checkpoint["learner"])
+        first_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
+        history, train_seconds, elapsed_before = checkpoint["history"], checkpoint["train_seconds"], checkpoint["elapsed"]
+        set_rng_states(checkpoint["rng"])
+        print(f"resuming {run_dir} after epoch {checkpoint['epoch']} (step {global_step})", flush=True)
 
     if args.track:
         import wandb
 
         wandb.init(project=args.wandb_project_name, sync_tensorboard=True, config=vars(args), name=run_name)
-    writer = SummaryWriter(run_dir)
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-    learner = Learner(args, device)
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
-    history = {task: [] for task in tasks}  # (epoch, returns) of every evaluation
-    start, train_seconds, global_step = time.time(), 0.0, 0
-    for epoch in range(1, args.epochs + 1):
+    start = time.time() - elapsed_before
+    for epoch in range(first_epoch, args.epochs + 1):
         epoch_start = time.time()
         num_transitions = len(data["observations"])
         permutation = torch.randperm(num_transitions, device=device)
+        guard = NonFiniteGuard(device)
         for begin in range(0, num_transitions - args.batch_size + 1, args.batch_size):  # drop the last partial batch
             idx = permutation[begin:begin + args.batch_size]
             metrics = learner.update(data["observations"][idx], data["task_ids"][idx], data["actions"][idx],
                                      data["rewards"][idx], data["next_observations"][idx])
             global_step += 1
+            guard.observe(metrics, global_step)
+        guard.check(epoch, checkpoint_path)  # one host sync per epoch
         if device.type == "cuda":
             torch.cuda.synchronize()  # so that the epoch's time includes its queued kernels
         train_seconds += time.time() - epoch_start
@@ -420,35 +538,107 @@ def train(args: Args) -> dict:
                 history[task].append((epoch, returns))
                 writer.add_scalar(f"eval/{task}_return", np.mean(returns), global_step)
                 line += f" {task} {np.mean(returns):.1f}"
+            save_checkpoint(checkpoint_path, {
+                "algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": epoch,
+                "global_step": global_step, "history": history, "train_seconds": train_seconds,
+                "elapsed": time.time() - start, "rng": rng_states()})
             eta = (args.epochs - epoch) * (time.time() - start) / epoch
             print(f"{line} | SPS {sps:.1f} | ETA {eta / 60:.1f} min", flush=True)
 
-    results = {"algorithm": args.exp_name, "args": asdict(args), "run_name": run_name,
+    results = {"algorithm": ALGORITHM, "args": asdict(args), "run_name": run_name,
                "gradient_steps": global_step, "wall_time_s": time.time() - start, "device": str(device),
-               "versions": package_versions(), "tasks": {}}
-    for task in tasks:
-        if not history[task]:
-            continue
-        final_epoch, final = history[task][-1]
-        best_epoch, best = max(history[task], key=lambda item: np.mean(item[1]))
-        # The final evaluation is the honest number; the best is reported, never selected.
-        results["tasks"][task] = {"final": {"epoch": final_epoch, "mean": float(np.mean(final)), "std": float(np.std(final)),
-                                            "returns": final},
-                                  "best": {"epoch": best_epoch, "mean": float(np.mean(best))}}
+               "versions": package_versions(), "tasks": {task: summarize(history[task]) for task in tasks}}
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     if args.save_model:
-        torch.save({"actor": learner.actor.state_dict(), "critic": learner.critic.state_dict(),
-                    "args": asdict(args)}, os.path.join(run_dir, "model.pt"))
+        save_checkpoint(os.path.join(run_dir, "model.pt"),
+                        {"algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict()})
     writer.close()
     return results
 
 
-def main() -> None:
-    args = tyro.cli(Args)
+class NonFiniteGuard:
+    """Remembers, on the device and without a host sync, the first step whose metrics were NaN or inf."""
+
+    def __init__(self, device: torch.device):
+        self.first_bad_step = torch.tensor(-1, device=device)
+        self.bad_metrics = None
+
+    def observe(self, metrics: dict[str, torch.Tensor], step: int) -> None:
+        finite = torch.isfinite(torch.stack([v.float() for v in metrics.values()]))
+        newly_bad = (self.first_bad_step < 0) & ~finite.all()
+        self.first_bad_step = torch.where(newly_bad, step, self.first_bad_step)
+        self.bad_metrics = ~finite if self.bad_metrics is None else torch.where(newly_bad, ~finite, self.bad_metrics)
+        self.names = list(metrics)
+
+    def check(self, epoch: int, checkpoint_path: str) -> None:
+        step = int(self.first_bad_step)
+        if step >= 0:
+            names = [name for name, bad in zip(self.names, self.bad_metrics.tolist()) if bad]
+            kept = checkpoint_path if os.path.isfile(checkpoint_path) else "none written yet"
+            raise TrainingDiverged(f"non-finite {', '.join(names)} at gradient step {step} (epoch {epoch}); "
+                                   f"last good checkpoint: {kept}")
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def capture_video(actor: Actor, task: str, seed: int, device: torch.device, folder: str) -> str:
+    """Render one deterministic episode offscreen to {folder}/{task}.mp4."""
+    backend = os.environ.get("MUJOCO_GL", "disable")
+    if backend == "disable":
+        raise UsageError("--capture-video needs an offscreen renderer: MUJOCO_GL=egl on a GPU machine, or "
+                         "MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa with Debian's libosmesa6 on CPU")
     try:
-        train(args)
-    except UsageError as exc:
+        import imageio
+    except ImportError:
+        raise UsageError("--capture-video writes mp4 with imageio: pip install imageio imageio-ffmpeg") from None
+    env = make_env(task, eval_seed(seed, 0))
+    frames, done = [], False
+    try:
+        obs, _ = env.reset()
+        while not done:
+            frames.append(env.render())
+            task_id = torch.full((1,), TASKS.index(task), device=device)
+            obs, _, _, done, _ = env.step(actor.act(torch.as_tensor(obs[None], device=device), task_id)[0].float().cpu().numpy())
+    except Exception as exc:
+        raise UsageError(f"rendering with MUJOCO_GL={backend} failed ({type(exc).__name__}: {exc}); for osmesa "
+                         "install Debian's libosmesa6 (apt-get install libosmesa6), for egl a GPU driver") from None
+    finally:
+        env.close()
+    path = os.path.join(folder, f"{task}.mp4")
+    imageio.mimwrite(path, frames, fps=40)  # the walker's control step is 25 ms
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- evaluation only
+def evaluate_checkpoint(args: Args, checkpoint: dict) -> dict:
+    """--eval-only: load the weights, evaluate every task of the run, write eval.json beside the checkpoint."""
+    check_args(args)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    learner = Learner(args, device)
+    learner.load_state_dict(checkpoint["learner"])
+    report = {"checkpoint": args.checkpoint, "eval_episodes": args.eval_episodes, "seed": args.seed, "tasks": {}}
+    for task in TASKS:
+        returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device)
+        report["tasks"][task] = {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "returns": returns}
+        print(f"{task}: {np.mean(returns):.1f} ± {np.std(returns):.1f} over {args.eval_episodes} episodes", flush=True)
+        if args.capture_video:
+            print(f"video: {capture_video(learner.actor, task, args.seed, device, os.path.dirname(args.checkpoint))}")
+    with open(os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def main() -> None:
+    try:
+        args, checkpoint = parse_args()
+        if args.eval_only:
+            evaluate_checkpoint(args, checkpoint)
+        else:
+            train(args, checkpoint if args.resume is not None else None)
+    except (UsageError, TrainingDiverged) as exc:
         sys.exit(f"error: {exc}")
 
 
