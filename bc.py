@@ -21,7 +21,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
-from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -34,6 +33,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 ALGORITHM = "bc"
 TASKS = ("walk", "run")
+DATASETS = ("medium", "medium-replay")
 OBS_DIM, ACT_DIM = 24, 6
 
 
@@ -64,8 +64,10 @@ class Args:
     capture_video: bool = False
     """with --eval-only, save an mp4 of one episode per task (needs MUJOCO_GL=egl or osmesa)"""
 
-    task: Literal["walk", "run"] = "walk"
-    dataset: Literal["medium", "medium-replay"] = "medium"
+    task: str = "walk"
+    """walk or run"""
+    dataset: str = "medium"
+    """medium or medium-replay"""
     data_dir: str = "data"
     """folder holding walker_{task}_{dataset}.npz"""
 
@@ -86,6 +88,10 @@ class UsageError(Exception):
 
 
 def check_args(args: Args) -> None:
+    if args.task not in TASKS:
+        raise UsageError(f"unknown task {args.task!r}; expected one of {', '.join(TASKS)}")
+    if args.dataset not in DATASETS:
+        raise UsageError(f"unknown dataset {args.dataset!r}; expected one of {', '.join(DATASETS)}")
     for name in ("epochs", "batch_size", "hidden_dim", "num_layers", "eval_every", "eval_episodes"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")

@@ -40,6 +40,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 ALGORITHM = "hcsac"
 TASKS = ("walk", "run")
+DATASETS = ("medium", "medium-replay")
 OBS_DIM, ACT_DIM = 24, 6
 
 
@@ -71,7 +72,8 @@ class Args:
     """with --eval-only, save an mp4 of one episode per task (needs MUJOCO_GL=egl or osmesa)"""
 
 
-    dataset: Literal["medium", "medium-replay"] = "medium"
+    dataset: str = "medium"
+    """medium or medium-replay"""
     data_dir: str = "data"
     """folder holding walker_{task}_{dataset}.npz for every task"""
     task_embedding: Literal["add", "concat"] = "add"
@@ -111,6 +113,8 @@ class UsageError(Exception):
 
 
 def check_args(args: Args) -> None:
+    if args.dataset not in DATASETS:
+        raise UsageError(f"unknown dataset {args.dataset!r}; expected one of {', '.join(DATASETS)}")
     for name in ("epochs", "batch_size", "hidden_dim", "num_layers", "eval_every", "eval_episodes",
                  "num_sampled_actions", "relabel_every", "relabel_batch_size"):
         if getattr(args, name) < 1:

@@ -39,6 +39,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 ALGORITHM = "mtcsac"
 TASKS = ("walk", "run")
+DATASETS = ("medium", "medium-replay")
 OBS_DIM, ACT_DIM = 24, 6
 
 
@@ -69,7 +70,8 @@ class Args:
     capture_video: bool = False
     """with --eval-only, save an mp4 of one episode per task (needs MUJOCO_GL=egl or osmesa)"""
 
-    dataset: Literal["medium", "medium-replay"] = "medium"
+    dataset: str = "medium"
+    """medium or medium-replay"""
     data_dir: str = "data"
     """folder holding walker_{task}_{dataset}.npz for every task"""
     task_embedding: Literal["add", "concat"] = "add"
@@ -99,6 +101,8 @@ class UsageError(Exception):
 
 
 def check_args(args: Args) -> None:
+    if args.dataset not in DATASETS:
+        raise UsageError(f"unknown dataset {args.dataset!r}; expected one of {', '.join(DATASETS)}")
     for name in ("epochs", "batch_size", "hidden_dim", "num_layers", "eval_every", "eval_episodes",
                  "num_sampled_actions"):
         if getattr(args, name) < 1:

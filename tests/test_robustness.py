@@ -1,0 +1,178 @@
+"""Checkpoints and exact resume after a real kill, evaluation only, the NaN guard, and the bad-input matrix."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, TINY_FLAGS, random_rollouts, run_script
+
+import csac
+
+SCRIPT_FLAGS = {"bc.py": ["--task", "walk"], "csac.py": ["--task", "run"], "mtcsac.py": [],
+                "hcsac.py": ["--relabel-every", "2"]}
+RESUME_FLAGS = ["--epochs", "4", "--hidden-dim", "32", "--num-layers", "2", "--batch-size", "256",
+                "--eval-every", "1", "--eval-episodes", "1"]
+
+
+def final_returns(run_dir) -> dict:
+    with open(os.path.join(run_dir, "results.json")) as f:
+        results = json.load(f)
+    return {task: entry["final"]["returns"] for task, entry in results["tasks"].items()}, results
+
+
+@pytest.mark.parametrize("script", SCRIPT_FLAGS)
+def test_killed_run_resumes_to_the_same_results(script, tiny_data_dir, tmp_path):
+    flags = ["--data-dir", tiny_data_dir, *SCRIPT_FLAGS[script], *RESUME_FLAGS]
+    result = run_script(script, *flags, "--run-name", "whole", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected, whole = final_returns(tmp_path / "runs" / "whole")
+
+    checkpoint = tmp_path / "runs" / "killed" / "checkpoint.pt"
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *flags, "--run-name", "killed"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not checkpoint.exists() and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved_epoch = torch.load(checkpoint, weights_only=False)["epoch"]
+    assert saved_epoch < 4, "the run finished before it could be killed"
+    assert not (tmp_path / "runs" / "killed" / "results.json").exists()
+
+    result = run_script(script, "--resume", "runs/killed", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming runs/killed after epoch {saved_epoch}" in result.stdout
+    resumed, results = final_returns(tmp_path / "runs" / "killed")
+    assert resumed == expected
+    assert results["gradient_steps"] == whole["gradient_steps"]
+    assert results.get("relabel", []) == [] or [e["active_transitions"] for e in results["relabel"]] == \
+        [e["active_transitions"] for e in whole["relabel"]]
+
+
+def test_eval_only_reproduces_the_final_evaluation(tiny_data_dir, tmp_path):
+    result = run_script("mtcsac.py", "--data-dir", tiny_data_dir, "--run-name", "r", "--save-model", *TINY_FLAGS, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected, _ = final_returns(tmp_path / "runs" / "r")
+    for name in ("checkpoint.pt", "model.pt"):
+        result = run_script("mtcsac.py", "--eval-only", "--checkpoint", f"runs/r/{name}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        with open(tmp_path / "runs" / "r" / "eval.json") as f:
+            report = json.load(f)
+        assert {task: entry["returns"] for task, entry in report["tasks"].items()} == expected
+        assert "walk:" in result.stdout and "±" in result.stdout
+
+
+def test_capture_video_without_a_renderer_says_what_is_missing(tiny_data_dir, tmp_path):
+    result = run_script("bc.py", "--data-dir", tiny_data_dir, "--run-name", "v", *TINY_FLAGS, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    env = {**os.environ, "MUJOCO_GL": "disable"}
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "bc.py"), "--eval-only", "--checkpoint",
+                             "runs/v/checkpoint.pt", "--capture-video"], cwd=tmp_path, capture_output=True, text=True,
+                            env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "MUJOCO_GL=osmesa" in result.stderr and "libosmesa6" in result.stderr
+
+
+def test_nan_guard_names_the_first_bad_step_and_loss():
+    guard = csac.NonFiniteGuard(torch.device("cpu"))
+    finite = {"critic_loss": torch.tensor(1.0), "actor_loss": torch.tensor(2.0)}
+    guard.observe(finite, 1)
+    guard.check(epoch=1, checkpoint_path="absent.pt")  # nothing bad yet
+    guard.observe({"critic_loss": torch.tensor(float("nan")), "actor_loss": torch.tensor(2.0)}, 2)
+    guard.observe({"critic_loss": torch.tensor(float("inf")), "actor_loss": torch.tensor(float("inf"))}, 3)
+    guard.observe(finite, 4)
+    with pytest.raises(csac.TrainingDiverged, match=r"non-finite critic_loss at gradient step 2 \(epoch 7\)"):
+        guard.check(epoch=7, checkpoint_path="absent.pt")
+
+
+def test_diverging_run_stops_with_a_message(tiny_data_dir, tmp_path):
+    result = run_script("csac.py", "--data-dir", tiny_data_dir, "--run-name", "d", "--critic-lr", "1e30",
+                        "--actor-lr", "1e30", *TINY_FLAGS, cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "non-finite" in result.stderr and "at gradient step" in result.stderr
+    assert not (tmp_path / "runs" / "d" / "results.json").exists()
+
+
+# ------------------------------------------------------------------ bad-input matrix: one line, non-zero exit
+def write_datasets(directory, corrupt) -> str:
+    for task in ("walk", "run"):
+        data = random_rollouts(task, 1, seed=0)
+        corrupt(data)
+        np.savez(directory / f"walker_{task}_medium.npz", **data)
+    return str(directory)
+
+
+def corrupt_file(directory):
+    write_datasets(directory, lambda d: None)
+    (directory / "walker_walk_medium.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
+    return str(directory)
+
+
+BAD_DATA = {
+    "missing file": (lambda d: str(d), "walker_walk_medium.npz: no such dataset file"),
+    "corrupt npz": (corrupt_file, "walker_walk_medium.npz: not a readable .npz file"),
+    "missing key": (lambda d: write_datasets(d, lambda x: x.pop("actions")), "missing key(s) ['actions']"),
+    "wrong observation width": (lambda d: write_datasets(d, lambda x: x.update(observations=x["observations"][:, :23])),
+                                "'observations' has shape (1000, 23), expected (1000, 24)"),
+    "NaN in rewards": (lambda d: write_datasets(d, lambda x: x["rewards"].__setitem__(3, np.nan)),
+                       "'rewards' contains NaN or inf"),
+}
+
+
+def assert_one_line_error(result, message):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("case", BAD_DATA)
+def test_bad_dataset(case, tmp_path):
+    make, message = BAD_DATA[case]
+    data_dir = make(tmp_path)
+    result = run_script("bc.py", "--data-dir", data_dir, "--task", "walk", cwd=tmp_path)
+    assert_one_line_error(result, message)
+
+
+BAD_FLAGS = {
+    "unknown task": (["--task", "jump"], "unknown task 'jump'"),
+    "unknown dataset": (["--dataset", "expert"], "unknown dataset 'expert'"),
+    "zero eval episodes": (["--eval-episodes", "0"], "--eval-episodes must be a positive integer, got 0"),
+    "negative epochs": (["--epochs", "-3"], "--epochs must be a positive integer, got -3"),
+    "resume without checkpoint": (["--resume", "runs"], "runs: no checkpoint.pt to resume from"),
+    "eval-only without checkpoint": (["--eval-only"], "--eval-only needs --checkpoint"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FLAGS)
+def test_bad_flags(case, tiny_data_dir, tmp_path):
+    flags, message = BAD_FLAGS[case]
+    (tmp_path / "runs").mkdir()
+    result = run_script("csac.py", "--data-dir", tiny_data_dir, *flags, cwd=tmp_path)
+    assert_one_line_error(result, message)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny_data_dir, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("ckpt")
+    result = run_script("csac.py", "--data-dir", tiny_data_dir, "--run-name", "c", *TINY_FLAGS, "--epochs", "1", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd
+
+
+@pytest.mark.parametrize("script,flags,message", [
+    ("mtcsac.py", ["--eval-only", "--checkpoint", "runs/c/checkpoint.pt"], "a checkpoint of 'csac', not of 'mtcsac'"),
+    ("bc.py", ["--resume", "runs/c"], "a checkpoint of 'csac', not of 'bc'"),
+    ("csac.py", ["--eval-only", "--checkpoint", "runs/c/checkpoint.pt", "--hidden-dim", "64"],
+     "--hidden-dim 32 -> 64"),
+    ("csac.py", ["--resume", "runs/c", "--batch-size", "128"], "--batch-size 256 -> 128"),
+    ("csac.py", ["--eval-only", "--checkpoint", "runs/c/absent.pt"], "runs/c/absent.pt: no such checkpoint"),
+])
+def test_bad_checkpoints(script, flags, message, tiny_checkpoint):
+    result = run_script(script, *flags, cwd=tiny_checkpoint)
+    assert_one_line_error(result, message)
