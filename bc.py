@@ -50,6 +50,8 @@ class Args:
     """use CUDA when it is available"""
     bf16: bool = False
     """bfloat16 autocast for the forward passes (fp32 master weights)"""
+    compile: bool = False
+    """torch.compile the update (on CUDA in mode reduce-overhead, i.e. with CUDA graphs)"""
     track: bool = False
     """log to Weights & Biases (imported only when asked)"""
     wandb_project_name: str = "hcsac"
@@ -247,9 +249,9 @@ def evaluate(actor: Actor, task: str, num_episodes: int, seed: int, device: torc
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
-RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model"}  # may differ on --resume
+RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model", "compile"}  # may differ on --resume
 EVAL_ONLY_CHANGES = RESUMABLE_CHANGES | {"eval_only", "checkpoint", "eval_episodes", "seed", "capture_video",
-                                         "data_dir", "eval_every", "bf16", "exp_name"}
+                                         "data_dir", "eval_every", "bf16", "compile", "exp_name"}
 
 
 def save_checkpoint(path: str, state: dict) -> None:
@@ -342,6 +344,9 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     print(f"{run_name}: {len(data['observations'])} transitions, {steps_per_epoch} gradient steps per epoch, "
           f"{args.epochs * steps_per_epoch} in total, on {device}", flush=True)
     learner = Learner(args, device)
+    update = learner.update
+    if args.compile:
+        update = torch.compile(update, mode="reduce-overhead" if device.type == "cuda" else None)
 
     history = {task: [] for task in tasks}  # (epoch, returns) of every evaluation
     first_epoch, global_step, train_seconds, elapsed_before = 1, 0, 0.0, 0.0
@@ -368,7 +373,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
         guard = NonFiniteGuard(device)
         for begin in range(0, num_transitions - args.batch_size + 1, args.batch_size):  # drop the last partial batch
             idx = permutation[begin:begin + args.batch_size]
-            metrics = learner.update(data["observations"][idx], data["actions"][idx], data["rewards"][idx],
+            metrics = update(data["observations"][idx], data["actions"][idx], data["rewards"][idx],
                                      data["next_observations"][idx])
             global_step += 1
             guard.observe(metrics, global_step)

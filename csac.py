@@ -52,6 +52,8 @@ class Args:
     """use CUDA when it is available"""
     bf16: bool = False
     """bfloat16 autocast for the forward passes (fp32 master weights)"""
+    compile: bool = False
+    """torch.compile the update (on CUDA in mode reduce-overhead, i.e. with CUDA graphs)"""
     track: bool = False
     """log to Weights & Biases (imported only when asked)"""
     wandb_project_name: str = "hcsac"
@@ -316,7 +318,10 @@ class Learner:
             alpha = self.log_alpha.exp().detach()
 
             # Policy improvement (Eq. 4): minimise alpha log pi - min_k Q_k(s, a~pi).
-            q_new = self.critic(obs, new_actions).min(0).values
+            # The critic is held fixed here (its weights detached), so that one backward of the summed losses
+            # gives every network exactly the gradient of its own loss.
+            frozen_critic = {name: p.detach() for name, p in self.critic.named_parameters()}
+            q_new = torch.func.functional_call(self.critic, frozen_critic, (obs, new_actions)).min(0).values
             actor_loss = (alpha * new_log_prob - q_new.float()).mean()
 
             # Bellman target r + gamma min_k Q'_k(s', a'), a' ~ pi(s'). No entropy term (CORL's default) and
@@ -336,15 +341,11 @@ class Learner:
                                   cql_log_prob[:, :batch_size], cql_log_prob[:, batch_size:], q_data)
             critic_loss = td_loss + args.cql_weight * penalty.sum()
 
-        self.alpha_optimizer.zero_grad()
-        alpha_loss.backward()
-        self.alpha_optimizer.step()
-        self.actor_optimizer.zero_grad()
-        actor_loss.backward()
-        self.actor_optimizer.step()
-        self.critic_optimizer.zero_grad()  # also drops what actor_loss left on the critic
-        critic_loss.backward()
-        self.critic_optimizer.step()
+        for optimizer in (self.alpha_optimizer, self.actor_optimizer, self.critic_optimizer):
+            optimizer.zero_grad()
+        (alpha_loss + actor_loss + critic_loss).backward()  # the three losses share no parameters
+        for optimizer in (self.alpha_optimizer, self.actor_optimizer, self.critic_optimizer):
+            optimizer.step()
         soft_update(self.critic_target, self.critic, args.tau)
         return {"critic_loss": critic_loss.detach(), "td_loss": td_loss.detach(), "cql_penalty": penalty.mean().detach(),
                 "actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "alpha": alpha,
@@ -379,9 +380,9 @@ def evaluate(actor: Actor, task: str, num_episodes: int, seed: int, device: torc
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
-RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model"}  # may differ on --resume
+RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model", "compile"}  # may differ on --resume
 EVAL_ONLY_CHANGES = RESUMABLE_CHANGES | {"eval_only", "checkpoint", "eval_episodes", "seed", "capture_video",
-                                         "data_dir", "eval_every", "bf16", "exp_name"}
+                                         "data_dir", "eval_every", "bf16", "compile", "exp_name"}
 
 
 def save_checkpoint(path: str, state: dict) -> None:
@@ -474,6 +475,9 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     print(f"{run_name}: {len(data['observations'])} transitions, {steps_per_epoch} gradient steps per epoch, "
           f"{args.epochs * steps_per_epoch} in total, on {device}", flush=True)
     learner = Learner(args, device)
+    update = learner.update
+    if args.compile:
+        update = torch.compile(update, mode="reduce-overhead" if device.type == "cuda" else None)
 
     history = {task: [] for task in tasks}  # (epoch, returns) of every evaluation
     first_epoch, global_step, train_seconds, elapsed_before = 1, 0, 0.0, 0.0
@@ -500,7 +504,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
         guard = NonFiniteGuard(device)
         for begin in range(0, num_transitions - args.batch_size + 1, args.batch_size):  # drop the last partial batch
             idx = permutation[begin:begin + args.batch_size]
-            metrics = learner.update(data["observations"][idx], data["actions"][idx], data["rewards"][idx],
+            metrics = update(data["observations"][idx], data["actions"][idx], data["rewards"][idx],
                                      data["next_observations"][idx])
             global_step += 1
             guard.observe(metrics, global_step)
