@@ -1,0 +1,176 @@
+"""Table 1 and Figure 4 from the grid's runs: results/<scale>/table1.md and results/<scale>/figure4.png.
+
+Reads every runs/<scale>/<run>/results.json (final evaluations) and the runs' tensorboard event files
+(training curves, through tensorboard's own event reader), and copies each results.json to
+results/<scale>/runs/<run>.json so that the committed numbers can be traced to their runs.
+
+    python scripts/report.py --scale small
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tyro  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from reproduce import ALGORITHMS, DATASETS, ROOT, SCALES, TASKS  # noqa: E402
+
+LABELS = {"bc": "BC", "csac": "CSAC", "mtcsac": "MTCSAC", "hcsac": "HCSAC"}
+COLORS = {"bc": "tab:blue", "csac": "tab:orange", "mtcsac": "tab:green", "hcsac": "tab:red"}
+# The seed report's Table 1 (mean ± std over 5 seeds), for comparison only; "replay" is medium-replay.
+SEED_TABLE = {
+    ("medium", "walk"): {"bc": (551.52, 125.24), "csac": (653.57, 233.83), "mtcsac": (870.06, 92.99), "hcsac": (907.38, 67.39)},
+    ("medium", "run"): {"bc": (317.26, 9.46), "csac": (213.67, 49.56), "mtcsac": (306.16, 20.43), "hcsac": (308.38, 7.64)},
+    ("medium-replay", "walk"): {"bc": (829.63, 74.64), "csac": (812.80, 146.82), "mtcsac": (931.37, 9.21), "hcsac": (927.43, 14.76)},
+    ("medium-replay", "run"): {"bc": (244.80, 33.35), "csac": (234.81, 22.11), "mtcsac": (254.31, 11.60), "hcsac": (256.79, 10.13)},
+}
+
+
+@dataclass
+class Args:
+    scale: str = "small"
+    workdir: str = ROOT
+    """where runs/<scale>/ lies"""
+    out_dir: str | None = None
+    """default: {repository}/results/<scale>"""
+
+
+def load_runs(runs_dir: str) -> list[dict]:
+    runs = []
+    for path in sorted(glob.glob(os.path.join(runs_dir, "*", "results.json"))):
+        with open(path) as f:
+            results = json.load(f)
+        results["_dir"] = os.path.dirname(path)
+        runs.append(results)
+    return runs
+
+
+def cell_values(runs: list[dict]) -> dict[tuple[str, str, str], list[float]]:
+    """(dataset, task, algorithm) -> the final evaluation mean of every seed."""
+    cells = defaultdict(list)
+    for results in runs:
+        for task, entry in results["tasks"].items():
+            cells[(results["args"]["dataset"], task, results["algorithm"])].append(entry["final"]["mean"])
+    return cells
+
+
+def table_rows(stats: dict[tuple[str, str], dict[str, tuple[float, float] | None]]) -> list[str]:
+    """Markdown rows in the seed's layout; the per-dataset average is the mean of the two tasks' means and
+    of their stds, as in the seed's table; the best mean of each row in bold; '–' where a run is missing."""
+    lines = ["| Dataset | Task | " + " | ".join(LABELS[a] for a in ALGORITHMS) + " |", "|---|---|" + "---|" * len(ALGORITHMS)]
+    for dataset in DATASETS:
+        rows = [(task, stats[(dataset, task)]) for task in TASKS]
+        average = {}
+        for algorithm in ALGORITHMS:
+            pairs = [row[algorithm] for _, row in rows]
+            average[algorithm] = None if None in pairs else tuple(np.mean(pairs, axis=0))
+        for label, row in rows + [("average", average)]:
+            present = [row[a][0] for a in ALGORITHMS if row[a] is not None]
+            best = max(present) if present else None
+            cells = []
+            for algorithm in ALGORITHMS:
+                if row[algorithm] is None:
+                    cells.append("–")
+                    continue
+                text = f"{row[algorithm][0]:.2f} ± {row[algorithm][1]:.2f}"
+                cells.append(f"**{text}**" if row[algorithm][0] == best else text)
+            lines.append(f"| {dataset} | {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def run_costs(runs: list[dict]) -> list[str]:
+    lines = ["| run | seeds | gradient steps | wall time (min) |", "|---|---|---|---|"]
+    groups = defaultdict(list)
+    for results in runs:
+        task = results["args"].get("task") if results["algorithm"] in ("bc", "csac") else None
+        groups[(results["algorithm"], results["args"]["dataset"], task)].append(results)
+    for (algorithm, dataset, task), members in sorted(groups.items(), key=lambda kv: (ALGORITHMS.index(kv[0][0]), kv[0][1:])):
+        steps = sorted({r["gradient_steps"] for r in members})
+        minutes = np.mean([r["wall_time_s"] for r in members]) / 60
+        name = f"{LABELS[algorithm]} {dataset}" + (f" {task}" if task else " (both tasks)")
+        lines.append(f"| {name} | {len(members)} | {', '.join(map(str, steps))} | {minutes:.1f} |")
+    return lines
+
+
+def curves(runs: list[dict]) -> dict[tuple[str, str, str], list[tuple[np.ndarray, np.ndarray]]]:
+    """(dataset, task, algorithm) -> per seed (gradient steps, evaluation returns) from the event files."""
+    out = defaultdict(list)
+    for results in runs:
+        accumulator = EventAccumulator(results["_dir"], size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for task in results["tasks"]:
+            events = accumulator.Scalars(f"eval/{task}_return")
+            steps = np.array([e.step for e in events])
+            values = np.array([e.value for e in events])
+            out[(results["args"]["dataset"], task, results["algorithm"])].append((steps, values))
+    return out
+
+
+def plot(curve_data, path: str, title: str) -> None:
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), squeeze=False)
+    for col, dataset in enumerate(DATASETS):
+        for row, task in enumerate(TASKS):
+            ax = axes[row][col]
+            for algorithm in ALGORITHMS:
+                seeds = curve_data.get((dataset, task, algorithm), [])
+                if not seeds:
+                    continue
+                length = min(len(values) for _, values in seeds)  # evaluations every seed has
+                steps = np.mean([s[:length] for s, _ in seeds], axis=0)
+                values = np.array([v[:length] for _, v in seeds])
+                mean, std = values.mean(0), values.std(0)
+                ax.plot(steps, mean, color=COLORS[algorithm], label=f"{LABELS[algorithm]} ({len(seeds)} seeds)")
+                ax.fill_between(steps, mean - std, mean + std, color=COLORS[algorithm], alpha=0.2)
+            ax.set_title(f"walker {task}, {dataset}")
+            ax.set_xlabel("gradient steps")
+            ax.set_ylabel("evaluation return")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(args: Args) -> None:
+    runs_dir = os.path.join(args.workdir, "runs", args.scale)
+    out_dir = args.out_dir or os.path.join(ROOT, "results", args.scale)
+    runs = load_runs(runs_dir)
+    if not runs:
+        raise SystemExit(f"error: {runs_dir}: no finished runs (results.json) to report")
+    os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
+    for results in runs:
+        shutil.copyfile(os.path.join(results["_dir"], "results.json"),
+                        os.path.join(out_dir, "runs", os.path.basename(results["_dir"]) + ".json"))
+
+    cells = cell_values(runs)
+    ours = {(d, t): {a: (float(np.mean(cells[(d, t, a)])), float(np.std(cells[(d, t, a)]))) if cells.get((d, t, a)) else None
+                     for a in ALGORITHMS} for d in DATASETS for t in TASKS}
+    seed_counts = sorted({len(v) for v in cells.values()})
+    flags = " ".join(SCALES.get(args.scale, [])) or "(none: the scripts' defaults, the paper's hyperparameters)"
+    lines = [f"# Table 1, scale `{args.scale}`", "",
+             f"Final evaluation return (mean ± std over seeds of each run's last evaluation, {seed_counts} seeds per "
+             f"cell); every evaluation is 10 episodes per task unless the flags say otherwise. Made by "
+             f"`python scripts/reproduce.py --scale {args.scale}` then `python scripts/report.py --scale {args.scale}`.",
+             "", f"Scale flags: `{flags}`", "", *table_rows(ours), "",
+             "## The seed report's Table 1 (5 seeds, its own datasets, 1000 epochs at the paper's size)", "",
+             *table_rows(SEED_TABLE), "", "## Cost of each run", "", *run_costs(runs), ""]
+    with open(os.path.join(out_dir, "table1.md"), "w") as f:
+        f.write("\n".join(lines))
+    plot(curves(runs), os.path.join(out_dir, "figure4.png"), f"Evaluation return vs gradient steps, scale {args.scale}")
+    print(f"wrote {out_dir}/table1.md and figure4.png from {len(runs)} runs")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
