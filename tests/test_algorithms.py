@@ -49,20 +49,24 @@ def test_soft_update():
         torch.testing.assert_close(new, 0.99 * old + 0.01 * src)
 
 
+def critic_member(critic, k: int, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Critic k of the ensemble computed alone, layer by layer with plain matmuls."""
+    x = torch.cat([states, actions], -1)
+    layers = [m for m in critic.net if isinstance(m, csac.VectorizedLinear)]
+    for i, layer in enumerate(layers):
+        x = x @ layer.weight[k] + layer.bias[k]
+        x = torch.relu(x) if i < len(layers) - 1 else x
+    return x[..., 0]
+
+
 def test_vectorized_critic_equals_two_independent_mlps():
     torch.manual_seed(0)
     critic = csac.Critic(hidden_dim=16, num_layers=2)
     obs, actions = torch.randn(5, 24), torch.randn(3, 5, 6)
     q = critic(obs, actions)
     assert q.shape == (2, 3, 5)
-    layers = [m for m in critic.net if isinstance(m, csac.VectorizedLinear)]
     for k in range(2):
-        x = torch.cat([obs.expand(3, 5, 24), actions], -1)
-        for i, layer in enumerate(layers):
-            x = x @ layer.weight[k] + layer.bias[k]
-            if i < len(layers) - 1:
-                x = torch.relu(x)
-        torch.testing.assert_close(q[k], x[..., 0])
+        torch.testing.assert_close(q[k], critic_member(critic, k, obs.expand(3, 5, 24), actions))
 
 
 @pytest.mark.parametrize("mode,in_dim", [("add", 24), ("concat", 48)])
@@ -135,21 +139,11 @@ def reference_critic_loss(learner, obs, actions, rewards, next_obs, noise, unifo
     std = log_std.exp()
     total = 0.0
     for k in range(2):
-        def q(states, acts):  # critic k alone
-            x = torch.cat([states, acts], -1)
-            layers = [m for m in learner.critic.net if isinstance(m, csac.VectorizedLinear)]
-            for i, layer in enumerate(layers):
-                x = x @ layer.weight[k] + layer.bias[k]
-                x = torch.relu(x) if i < len(layers) - 1 else x
-            return x[:, 0]
+        def q(states, acts):
+            return critic_member(learner.critic, k, states, acts)
 
         def q_target(states, acts, j):
-            x = torch.cat([states, acts], -1)
-            layers = [m for m in learner.critic_target.net if isinstance(m, csac.VectorizedLinear)]
-            for i, layer in enumerate(layers):
-                x = x @ layer.weight[j] + layer.bias[j]
-                x = torch.relu(x) if i < len(layers) - 1 else x
-            return x[:, 0]
+            return critic_member(learner.critic_target, j, states, acts)
 
         batch = len(obs)
         def policy_sample(j, rows):
