@@ -569,16 +569,23 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
-def capture_video(actor: Actor, task: str, seed: int, device: torch.device, folder: str) -> str:
-    """Render one deterministic episode offscreen to {folder}/{task}.mp4."""
-    backend = os.environ.get("MUJOCO_GL", "disable")
-    if backend == "disable":
+def check_video_support() -> None:
+    """Fail before any work when no offscreen renderer or mp4 writer is there, saying how to get one."""
+    if os.environ.get("MUJOCO_GL", "disable") == "disable":
         raise UsageError("--capture-video needs an offscreen renderer: MUJOCO_GL=egl on a GPU machine, or "
                          "MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa with Debian's libosmesa6 on CPU")
     try:
-        import imageio
+        import imageio  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401
     except ImportError:
         raise UsageError("--capture-video writes mp4 with imageio: pip install imageio imageio-ffmpeg") from None
+
+
+def capture_video(actor: Actor, task: str, seed: int, device: torch.device, folder: str) -> str:
+    """Render one deterministic episode offscreen to {folder}/{task}.mp4."""
+    import imageio  # checked by check_video_support
+
+    backend = os.environ["MUJOCO_GL"]
     env = make_env(task, eval_seed(seed, 0))
     frames, done = [], False
     try:
@@ -600,6 +607,8 @@ def capture_video(actor: Actor, task: str, seed: int, device: torch.device, fold
 def evaluate_checkpoint(args: Args, checkpoint: dict) -> dict:
     """--eval-only: load the weights, evaluate every task of the run, write eval.json beside the checkpoint."""
     check_args(args)
+    if args.capture_video:
+        check_video_support()
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     learner = Learner(args, device)
     learner.load_state_dict(checkpoint["learner"])
