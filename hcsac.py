@@ -409,9 +409,10 @@ def conservative_q_values(learner: Learner, data: dict[str, torch.Tensor], batch
         for begin in range(0, len(data["observations"]), batch_size):
             obs = data["observations"][begin:begin + batch_size]
             task_ids = torch.full((len(obs),), task_id, device=obs.device)
-            with learner.autocast():
-                q = learner.critic(obs, task_ids, data["actions"][begin:begin + batch_size])
-            chunks.append(q.min(0).values.float())
+            # fp32 even under --bf16: bf16 keeps 8 significant bits, so Q-values near 100 would round to whole
+            # numbers and the threshold comparison (Eq. 11) would tie.
+            q = learner.critic(obs, task_ids, data["actions"][begin:begin + batch_size])
+            chunks.append(q.min(0).values)
         q_values.append(torch.cat(chunks))
     return torch.stack(q_values)
 
