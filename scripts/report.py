@@ -34,6 +34,9 @@ SEED_TABLE = {
     ("medium", "run"): {"bc": (317.26, 9.46), "csac": (213.67, 49.56), "mtcsac": (306.16, 20.43), "hcsac": (308.38, 7.64)},
     ("medium-replay", "walk"): {"bc": (829.63, 74.64), "csac": (812.80, 146.82), "mtcsac": (931.37, 9.21), "hcsac": (927.43, 14.76)},
     ("medium-replay", "run"): {"bc": (244.80, 33.35), "csac": (234.81, 22.11), "mtcsac": (254.31, 11.60), "hcsac": (256.79, 10.13)},
+    # the averages as published (the medium-replay BC std, 53.00, is not the mean of 74.64 and 33.35)
+    ("medium", "average"): {"bc": (434.39, 67.35), "csac": (433.62, 141.70), "mtcsac": (588.11, 56.71), "hcsac": (607.88, 37.52)},
+    ("medium-replay", "average"): {"bc": (537.22, 53.00), "csac": (523.81, 84.47), "mtcsac": (592.84, 10.41), "hcsac": (592.11, 12.44)},
 }
 
 
@@ -66,15 +69,17 @@ def cell_values(runs: list[dict]) -> dict[tuple[str, str, str], list[float]]:
 
 
 def table_rows(stats: dict[tuple[str, str], dict[str, tuple[float, float] | None]]) -> list[str]:
-    """Markdown rows in the seed's layout; the per-dataset average is the mean of the two tasks' means and
-    of their stds, as in the seed's table; the best mean of each row in bold; '–' where a run is missing."""
+    """Markdown rows in the seed's layout; the per-dataset average (unless given) is the mean of the two
+    tasks' means and of their stds, as in the seed's table; the best mean of each row in bold; '–' where a
+    run is missing."""
     lines = ["| Dataset | Task | " + " | ".join(LABELS[a] for a in ALGORITHMS) + " |", "|---|---|" + "---|" * len(ALGORITHMS)]
     for dataset in DATASETS:
         rows = [(task, stats[(dataset, task)]) for task in TASKS]
-        average = {}
+        average = stats.get((dataset, "average"), {})
         for algorithm in ALGORITHMS:
             pairs = [row[algorithm] for _, row in rows]
-            average[algorithm] = None if None in pairs else tuple(np.mean(pairs, axis=0))
+            if algorithm not in average:
+                average[algorithm] = None if None in pairs else tuple(np.mean(pairs, axis=0))
         for label, row in rows + [("average", average)]:
             present = [row[a][0] for a in ALGORITHMS if row[a] is not None]
             best = max(present) if present else None
@@ -157,7 +162,7 @@ def main(args: Args) -> None:
     cells = cell_values(runs)
     ours = {(d, t): {a: (float(np.mean(cells[(d, t, a)])), float(np.std(cells[(d, t, a)]))) if cells.get((d, t, a)) else None
                      for a in ALGORITHMS} for d in DATASETS for t in TASKS}
-    seed_counts = sorted({len(v) for v in cells.values()})
+    seed_counts = " to ".join(str(n) for n in sorted({len(v) for v in cells.values()}))
     flags = " ".join(SCALES.get(args.scale, [])) or "(none: the scripts' defaults, the paper's hyperparameters)"
     lines = [f"# Table 1, scale `{args.scale}`", "",
              f"Final evaluation return (mean ± std over seeds of each run's last evaluation, {seed_counts} seeds per "
