@@ -45,6 +45,8 @@ class Args:
     eval_episodes: int = 10
     threads: int | None = None
     """torch CPU threads (default: torch's own choice)"""
+    compile: bool = False
+    """time the update under torch.compile, as the scripts' --compile does (the compile itself excluded)"""
 
 
 def linear_params(in_dim: int, hidden_dim: int, num_layers: int, out_dim: int) -> int:
@@ -54,16 +56,21 @@ def linear_params(in_dim: int, hidden_dim: int, num_layers: int, out_dim: int) -
 
 
 def update_gflop(algorithm: str, args) -> float:
-    """FLOPs of one update from the layer shapes: 2 per multiply-accumulate, backward = 2x forward."""
+    """FLOPs of one update from the layer shapes, 2 per multiply-add. Backward costs 2x forward (gradients
+    of inputs and of weights), less what autograd skips: the first layer's input gradient where the input
+    (state, dataset action) needs none, and the weight gradients of the critic frozen for the actor loss."""
     b, n, h, layers = args.batch_size, getattr(args, "num_sampled_actions", 0), args.hidden_dim, args.num_layers
     if algorithm == "bc":
-        return 2 * 3 * b * linear_params(24, h, layers, 6) / 1e9
+        return 2 * (3 * b * linear_params(24, h, layers, 6) - b * 24 * h) / 1e9
+    embedded = algorithm != "csac"  # a learned task embedding makes the first layer's input need a gradient
     obs_in = 48 if getattr(args, "task_embedding", "add") == "concat" else 24
     actor, critic = linear_params(obs_in, h, layers, 12), 2 * linear_params(obs_in + 6, h, layers, 1)  # 2 critics
-    macs = (3 * 2 * b * actor  # one actor forward + backward on s and s'
-            + 3 * b * critic  # critic forward + backward for the actor loss
+    actor_first, critic_first = obs_in * h, 2 * (obs_in + 6) * h
+    rows = (1 + 3 * n) * b  # data, uniform, policy(s), policy(s') actions, all at s
+    macs = (2 * b * (3 * actor - (0 if embedded else actor_first))  # one actor forward + backward on s and s'
+            + 2 * b * critic  # frozen critic for the actor loss: forward + input gradients only
             + b * critic  # target critics at s'
-            + 3 * (1 + 3 * n) * b * critic)  # data, uniform, policy(s), policy(s') actions: forward + backward
+            + rows * (3 * critic - (0 if embedded else critic_first)))  # the critic loss's one call
     return 2 * macs / 1e9
 
 
@@ -95,14 +102,17 @@ def random_batch(module, args, device: torch.device) -> tuple:
     return obs, actions, rewards, next_obs
 
 
-def time_update(module, args, device: torch.device, repeats: int, warmup: int) -> float:
+def time_update(module, args, device: torch.device, repeats: int, warmup: int, compile: bool) -> float:
     learner = module.Learner(args, device)
+    update = learner.update
+    if compile:
+        update = torch.compile(update, mode="reduce-overhead" if device.type == "cuda" else None)
     batch = random_batch(module, args, device)
     times = []
     for i in range(warmup + repeats):
         sync(device)
         start = time.perf_counter()
-        learner.update(*batch)
+        update(*batch)
         sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
@@ -140,6 +150,7 @@ def main(args: Args) -> None:
         name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
         peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
         print(f"\n## {name}: matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s\n")
+        print(f"torch.compile: {'on' if args.compile else 'off'}\n")
         print("| algorithm | size | precision | ms/update | updates/s | GFLOP/update | GFLOP/s | % of peak |")
         print("|---|---|---|---|---|---|---|---|")
         for size in args.sizes:
@@ -147,7 +158,7 @@ def main(args: Args) -> None:
                 for precision in args.precisions:
                     module = MODULES[algorithm]
                     script_args = module.Args(**SIZES[size], bf16=precision == "bf16")
-                    seconds = time_update(module, script_args, device, args.repeats, args.warmup)
+                    seconds = time_update(module, script_args, device, args.repeats, args.warmup, args.compile)
                     gflop = update_gflop(algorithm, script_args)
                     print(f"| {algorithm} | {size} | {precision} | {seconds * 1e3:.1f} | {1 / seconds:.1f} | "
                           f"{gflop:.1f} | {gflop / seconds:.0f} | {100 * gflop / seconds / peaks[precision]:.0f}% |",
