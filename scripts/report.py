@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import tyro  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from reproduce import ALGORITHMS, DATASETS, ROOT, SCALES, TASKS  # noqa: E402
+from reproduce import ALGORITHMS, DATASETS, ROOT, SCALES, SINGLE_TASK, TASKS  # noqa: E402
 
 LABELS = {"bc": "BC", "csac": "CSAC", "mtcsac": "MTCSAC", "hcsac": "HCSAC"}
 COLORS = {"bc": "tab:blue", "csac": "tab:orange", "mtcsac": "tab:green", "hcsac": "tab:red"}
@@ -98,7 +98,7 @@ def run_costs(runs: list[dict]) -> list[str]:
     lines = ["| run | seeds | gradient steps | wall time (min) |", "|---|---|---|---|"]
     groups = defaultdict(list)
     for results in runs:
-        task = results["args"].get("task") if results["algorithm"] in ("bc", "csac") else None
+        task = results["args"].get("task") if results["algorithm"] in SINGLE_TASK else None
         groups[(results["algorithm"], results["args"]["dataset"], task)].append(results)
     for (algorithm, dataset, task), members in sorted(groups.items(), key=lambda kv: (ALGORITHMS.index(kv[0][0]), kv[0][1:])):
         steps = sorted({r["gradient_steps"] for r in members})

@@ -15,6 +15,9 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 
 from walker_data import KEYS, TASKS, WalkerEnv, save_dataset  # noqa: E402
 
+# The task flag each script takes: the single-task ones learn one task, the multi-task ones both.
+TASK_FLAGS = {"bc.py": ["--task", "walk"], "csac.py": ["--task", "run"], "mtcsac.py": [], "hcsac.py": []}
+
 # Small enough for CI, big enough to exercise every code path (batches, relabeling, evaluation).
 TINY_FLAGS = ["--epochs", "2", "--hidden-dim", "32", "--num-layers", "2", "--batch-size", "256",
               "--eval-every", "1", "--eval-episodes", "2"]

@@ -10,12 +10,11 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_FLAGS, random_rollouts, run_script
+from conftest import ROOT, TASK_FLAGS, TINY_FLAGS, random_rollouts, run_script
 
 import csac
 
-SCRIPT_FLAGS = {"bc.py": ["--task", "walk"], "csac.py": ["--task", "run"], "mtcsac.py": [],
-                "hcsac.py": ["--relabel-every", "2"]}
+SCRIPT_FLAGS = {**TASK_FLAGS, "hcsac.py": ["--relabel-every", "2"]}
 RESUME_FLAGS = ["--epochs", "4", "--hidden-dim", "32", "--num-layers", "2", "--batch-size", "256",
                 "--eval-every", "1", "--eval-episodes", "1"]
 

@@ -4,13 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY_FLAGS, run_script
+from conftest import TASK_FLAGS, TINY_FLAGS, run_script
 
 SCRIPTS = {"bc.py": ["walk"], "csac.py": ["run"], "mtcsac.py": ["walk", "run"], "hcsac.py": ["walk", "run"]}
-
-
-def task_flags(script: str) -> list[str]:
-    return ["--task", "run"] if script == "csac.py" else ["--task", "walk"] if script == "bc.py" else []
 
 
 def read_results(cwd, run_name: str) -> dict:
@@ -22,7 +18,7 @@ def read_results(cwd, run_name: str) -> dict:
 def test_script_runs_end_to_end(script, tiny_data_dir, tmp_path):
     extra = ["--relabel-every", "1"] if script == "hcsac.py" else []
     result = run_script(script, "--data-dir", tiny_data_dir, "--run-name", "tiny", "--save-model",
-                        *task_flags(script), *TINY_FLAGS, *extra, cwd=tmp_path)
+                        *TASK_FLAGS[script], *TINY_FLAGS, *extra, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     results = read_results(tmp_path, "tiny")
     assert sorted(results["tasks"]) == sorted(SCRIPTS[script])
@@ -58,6 +54,6 @@ def test_same_seed_same_numbers(tiny_data_dir, tmp_path):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_missing_dataset_file(script, tmp_path):
-    result = run_script(script, "--data-dir", str(tmp_path), *task_flags(script), cwd=tmp_path)
+    result = run_script(script, "--data-dir", str(tmp_path), *TASK_FLAGS[script], cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "no such dataset file" in result.stderr and str(tmp_path) in result.stderr
