@@ -17,6 +17,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # lets cuBLAS run d
 import json
 import platform
 import random
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -316,12 +317,26 @@ def package_versions() -> dict[str, str]:
             **{pkg: version(pkg) for pkg in ("torch", "numpy", "mujoco", "dm_control", "gymnasium")}}
 
 
-def summarize(history: list[tuple[int, list[float]]]) -> dict:
-    final_epoch, final = history[-1]
-    best_epoch, best = max(history, key=lambda item: np.mean(item[1]))
+def code_version() -> dict:
+    """The git commit of this file's repository and whether its tree had uncommitted changes."""
+    def git(*cmd: str) -> str | None:
+        try:
+            return subprocess.run(["git", *cmd], cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
+                                  text=True, timeout=30).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            return None
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
+
+
+def summarize(history: list[dict]) -> dict:
+    final = history[-1]
+    best = max(history, key=lambda evaluation: evaluation["mean"])
     # The final evaluation is the honest number; the best is reported, never selected.
-    return {"final": {"epoch": final_epoch, "mean": float(np.mean(final)), "std": float(np.std(final)), "returns": final},
-            "best": {"epoch": best_epoch, "mean": float(np.mean(best))}}
+    return {"final": {"epoch": final["epoch"], "step": final["step"], "mean": final["mean"],
+                      "std": float(np.std(final["returns"])), "returns": final["returns"]},
+            "best": {"epoch": best["epoch"], "step": best["step"], "mean": best["mean"]},
+            "history": history}
 
 
 def train(args: Args, checkpoint: dict | None = None) -> dict:
@@ -348,12 +363,14 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     if args.compile:
         update = torch.compile(update, mode="reduce-overhead" if device.type == "cuda" else None)
 
-    history = {task: [] for task in tasks}  # (epoch, returns) of every evaluation
+    history = {task: [] for task in tasks}  # every evaluation: epoch, step, training seconds, returns
+    code = [code_version()]  # one entry per process that trained this run (a resumed run has several)
     first_epoch, global_step, train_seconds, elapsed_before = 1, 0, 0.0, 0.0
     if checkpoint is not None:  # --resume: continue exactly where the checkpoint left off
         learner.load_state_dict(checkpoint["learner"])
         first_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
         history, train_seconds, elapsed_before = checkpoint["history"], checkpoint["train_seconds"], checkpoint["elapsed"]
+        code = checkpoint.get("code", []) + code
         set_rng_states(checkpoint["rng"])
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} (step {global_step})", flush=True)
 
@@ -389,19 +406,20 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
             line = f"epoch {epoch}/{args.epochs} step {global_step}"
             for task in tasks:
                 returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device)
-                history[task].append((epoch, returns))
+                history[task].append({"epoch": epoch, "step": global_step, "train_seconds": round(train_seconds, 1),
+                                      "mean": float(np.mean(returns)), "returns": returns})
                 writer.add_scalar(f"eval/{task}_return", np.mean(returns), global_step)
                 line += f" {task} {np.mean(returns):.1f}"
             save_checkpoint(checkpoint_path, {
                 "algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": epoch,
                 "global_step": global_step, "history": history, "train_seconds": train_seconds,
-                "elapsed": time.time() - start, "rng": rng_states()})
+                "elapsed": time.time() - start, "rng": rng_states(), "code": code})
             eta = (args.epochs - epoch) * (time.time() - start) / epoch
             print(f"{line} | SPS {sps:.1f} | ETA {eta / 60:.1f} min", flush=True)
 
     results = {"algorithm": ALGORITHM, "args": asdict(args), "run_name": run_name,
                "gradient_steps": global_step, "wall_time_s": time.time() - start, "device": str(device),
-               "versions": package_versions(), "tasks": {task: summarize(history[task]) for task in tasks}}
+               "code": code, "versions": package_versions(), "tasks": {task: summarize(history[task]) for task in tasks}}
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     if args.save_model:

@@ -23,6 +23,7 @@ import json
 import math
 import platform
 import random
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -41,6 +42,7 @@ from torch.utils.tensorboard import SummaryWriter
 ALGORITHM = "hcsac"
 TASKS = ("walk", "run")
 DATASETS = ("medium", "medium-replay")
+INITS = ("torch", "authors", "corl")
 OBS_DIM, ACT_DIM = 24, 6
 
 
@@ -94,6 +96,10 @@ class Args:
     cql_weight: float = 10.0
     num_sampled_actions: int = 10
     """actions per state drawn from each of: uniform, policy at s, policy at s' (Eq. 9)"""
+    init: str = "torch"
+    """details the paper leaves open: torch (log-std from the network, PyTorch's default init), authors (log-std
+    = s * out + b with learnable s = 1, b = -1, as in the authors' code), corl (authors plus orthogonal critics
+    and last layers of gain 1e-2, as in CORL's cql.py)"""
     eval_every: int = 10
     """epochs between evaluations"""
     eval_episodes: int = 10
@@ -117,6 +123,8 @@ class UsageError(Exception):
 def check_args(args: Args) -> None:
     if args.dataset not in DATASETS:
         raise UsageError(f"unknown dataset {args.dataset!r}; expected one of {', '.join(DATASETS)}")
+    if args.init not in INITS:
+        raise UsageError(f"unknown --init {args.init!r}; expected one of {', '.join(INITS)}")
     for name in ("epochs", "batch_size", "hidden_dim", "num_layers", "eval_every", "eval_episodes",
                  "num_sampled_actions", "relabel_every", "relabel_batch_size"):
         if getattr(args, name) < 1:
@@ -246,7 +254,7 @@ class VectorizedLinear(nn.Module):
 class Critic(nn.Module):
     """Both Q-networks as one ensemble of 2: Q(s, a) for every critic in one call."""
 
-    def __init__(self, hidden_dim: int, num_layers: int, task_embedding: str, num_critics: int = 2):
+    def __init__(self, hidden_dim: int, num_layers: int, task_embedding: str, init: str = "torch", num_critics: int = 2):
         super().__init__()
         self.task_embedding = TaskEmbedding(task_embedding)
         layers, dim = [], self.task_embedding.out_dim + ACT_DIM
@@ -255,6 +263,13 @@ class Critic(nn.Module):
             dim = hidden_dim
         self.net = nn.Sequential(*layers, VectorizedLinear(dim, 1, num_critics))
         self.num_critics = num_critics
+        if init == "corl":  # orthogonal, gain sqrt(2) for ReLU layers and 1e-2 for the output; zero biases
+            linears = [m for m in self.net if isinstance(m, VectorizedLinear)]
+            for layer in linears:
+                gain = 1e-2 if layer is linears[-1] else math.sqrt(2)
+                for member in range(num_critics):
+                    nn.init.orthogonal_(layer.weight.data[member].T, gain=gain)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, obs: torch.Tensor, task_ids: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """obs [B, obs_dim], task_ids [B] and actions [..., B, act_dim] -> Q-values [num_critics, ..., B]."""
@@ -268,13 +283,22 @@ class Critic(nn.Module):
 class Actor(nn.Module):
     """Tanh-Gaussian policy: a = tanh(mu + sigma * eps), reparameterised."""
 
-    def __init__(self, hidden_dim: int, num_layers: int, task_embedding: str):
+    def __init__(self, hidden_dim: int, num_layers: int, task_embedding: str, init: str = "torch"):
         super().__init__()
         self.task_embedding = TaskEmbedding(task_embedding)
         self.net = mlp(self.task_embedding.out_dim, 2 * ACT_DIM, hidden_dim, num_layers)
+        self.learnable_log_std = init != "torch"
+        if self.learnable_log_std:  # log_std = scale * out + offset, initial std ~ e^-1 (authors, CORL)
+            self.log_std_scale = nn.Parameter(torch.tensor(1.0))
+            self.log_std_offset = nn.Parameter(torch.tensor(-1.0))
+        if init == "corl":  # near-zero initial mean and log-std output
+            nn.init.xavier_uniform_(self.net[-1].weight, gain=1e-2)
+            nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, obs: torch.Tensor, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(self.task_embedding(obs, task_ids)).chunk(2, -1)
+        if self.learnable_log_std:
+            log_std = self.log_std_scale * log_std + self.log_std_offset
         return mean, log_std.clamp(-5.0, 2.0)
 
     @torch.no_grad()
@@ -313,8 +337,8 @@ class Learner:
 
     def __init__(self, args: Args, device: torch.device):
         self.args, self.device = args, device
-        self.actor = Actor(args.hidden_dim, args.num_layers, args.task_embedding).to(device)
-        self.critic = Critic(args.hidden_dim, args.num_layers, args.task_embedding).to(device)
+        self.actor = Actor(args.hidden_dim, args.num_layers, args.task_embedding, args.init).to(device)
+        self.critic = Critic(args.hidden_dim, args.num_layers, args.task_embedding, args.init).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.zeros((), device=device, requires_grad=True)
         self.target_entropy = -float(ACT_DIM)  # Eq. 5-6: minimum entropy -|A|
@@ -538,12 +562,26 @@ def package_versions() -> dict[str, str]:
             **{pkg: version(pkg) for pkg in ("torch", "numpy", "mujoco", "dm_control", "gymnasium")}}
 
 
-def summarize(history: list[tuple[int, list[float]]]) -> dict:
-    final_epoch, final = history[-1]
-    best_epoch, best = max(history, key=lambda item: np.mean(item[1]))
+def code_version() -> dict:
+    """The git commit of this file's repository and whether its tree had uncommitted changes."""
+    def git(*cmd: str) -> str | None:
+        try:
+            return subprocess.run(["git", *cmd], cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
+                                  text=True, timeout=30).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            return None
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
+
+
+def summarize(history: list[dict]) -> dict:
+    final = history[-1]
+    best = max(history, key=lambda evaluation: evaluation["mean"])
     # The final evaluation is the honest number; the best is reported, never selected.
-    return {"final": {"epoch": final_epoch, "mean": float(np.mean(final)), "std": float(np.std(final)), "returns": final},
-            "best": {"epoch": best_epoch, "mean": float(np.mean(best))}}
+    return {"final": {"epoch": final["epoch"], "step": final["step"], "mean": final["mean"],
+                      "std": float(np.std(final["returns"])), "returns": final["returns"]},
+            "best": {"epoch": best["epoch"], "step": best["step"], "mean": best["mean"]},
+            "history": history}
 
 
 def train(args: Args, checkpoint: dict | None = None) -> dict:
@@ -572,13 +610,15 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     if args.compile:
         update = torch.compile(update, mode="reduce-overhead" if device.type == "cuda" else None)
 
-    history = {task: [] for task in tasks}  # (epoch, returns) of every evaluation
+    history = {task: [] for task in tasks}  # every evaluation: epoch, step, training seconds, returns
+    code = [code_version()]  # one entry per process that trained this run (a resumed run has several)
     relabel_log = []
     first_epoch, global_step, train_seconds, elapsed_before = 1, 0, 0.0, 0.0
     if checkpoint is not None:  # --resume: continue exactly where the checkpoint left off
         learner.load_state_dict(checkpoint["learner"])
         first_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
         history, train_seconds, elapsed_before = checkpoint["history"], checkpoint["train_seconds"], checkpoint["elapsed"]
+        code = checkpoint.get("code", []) + code
         set_rng_states(checkpoint["rng"])
         relabel_log = checkpoint["relabel_log"]
         data = gather_active(original, checkpoint["active_rows"].to(device), checkpoint["active_task_ids"].to(device),
@@ -634,20 +674,21 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
             line = f"epoch {epoch}/{args.epochs} step {global_step}"
             for task in tasks:
                 returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device)
-                history[task].append((epoch, returns))
+                history[task].append({"epoch": epoch, "step": global_step, "train_seconds": round(train_seconds, 1),
+                                      "mean": float(np.mean(returns)), "returns": returns})
                 writer.add_scalar(f"eval/{task}_return", np.mean(returns), global_step)
                 line += f" {task} {np.mean(returns):.1f}"
             save_checkpoint(checkpoint_path, {
                 "algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": epoch,
                 "global_step": global_step, "history": history, "train_seconds": train_seconds,
-                "elapsed": time.time() - start, "rng": rng_states(), "relabel_log": relabel_log,
+                "elapsed": time.time() - start, "rng": rng_states(), "code": code, "relabel_log": relabel_log,
                 "active_rows": data["rows"].cpu(), "active_task_ids": data["task_ids"].cpu()})
             eta = (args.epochs - epoch) * (time.time() - start) / epoch
             print(f"{line} | SPS {sps:.1f} | ETA {eta / 60:.1f} min", flush=True)
 
     results = {"algorithm": ALGORITHM, "args": asdict(args), "run_name": run_name,
                "gradient_steps": global_step, "wall_time_s": time.time() - start, "device": str(device),
-               "versions": package_versions(), "relabel": relabel_log,
+               "code": code, "versions": package_versions(), "relabel": relabel_log,
                "tasks": {task: summarize(history[task]) for task in tasks}}
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)

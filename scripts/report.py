@@ -1,10 +1,10 @@
 """Table 1 and Figure 4 from the grid's runs: results/<scale>/table1.md and results/<scale>/figure4.png.
 
-Reads every runs/<scale>/<run>/results.json (final evaluations) and the runs' tensorboard event files
-(training curves, through tensorboard's own event reader), and copies each results.json to
-results/<scale>/runs/<run>.json so that the committed numbers can be traced to their runs.
+Reads only results/<scale>/runs/*.json, the finished runs' results.json files that scripts/reproduce.py
+copies there: each holds the run's arguments, code version, every evaluation (epoch, step, returns) and final
+numbers, so the committed table and figure can be remade from what is committed.
 
-    python scripts/report.py --scale small
+    python scripts/report.py --scale cpu
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -22,7 +21,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tyro  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from reproduce import ALGORITHMS, DATASETS, ROOT, SCALES, SINGLE_TASK, TASKS  # noqa: E402
 
@@ -42,20 +40,19 @@ SEED_TABLE = {
 
 @dataclass
 class Args:
-    scale: str = "small"
-    workdir: str = ROOT
-    """where runs/<scale>/ lies"""
-    out_dir: str | None = None
-    """default: {repository}/results/<scale>"""
+    scale: str = "cpu"
+    results_dir: str = os.path.join(ROOT, "results")
+    """reads {results_dir}/{scale}/runs/*.json, writes table1.md and figure4.png beside runs/"""
 
 
 def load_runs(runs_dir: str) -> list[dict]:
     runs = []
-    for path in sorted(glob.glob(os.path.join(runs_dir, "*", "results.json"))):
-        with open(path) as f:
-            results = json.load(f)
-        results["_dir"] = os.path.dirname(path)
-        runs.append(results)
+    for path in sorted(glob.glob(os.path.join(runs_dir, "*.json"))):
+        try:
+            with open(path) as f:
+                runs.append(json.load(f))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"error: {path}: not a readable results.json ({exc})") from None
     return runs
 
 
@@ -95,29 +92,28 @@ def table_rows(stats: dict[tuple[str, str], dict[str, tuple[float, float] | None
 
 
 def run_costs(runs: list[dict]) -> list[str]:
-    lines = ["| run | seeds | gradient steps | wall time (min) |", "|---|---|---|---|"]
+    lines = ["| run | seeds | epochs | gradient steps | wall time (min) |", "|---|---|---|---|---|"]
     groups = defaultdict(list)
     for results in runs:
         task = results["args"].get("task") if results["algorithm"] in SINGLE_TASK else None
         groups[(results["algorithm"], results["args"]["dataset"], task)].append(results)
     for (algorithm, dataset, task), members in sorted(groups.items(), key=lambda kv: (ALGORITHMS.index(kv[0][0]), kv[0][1:])):
         steps = sorted({r["gradient_steps"] for r in members})
+        epochs = sorted({r["args"]["epochs"] for r in members})
         minutes = np.mean([r["wall_time_s"] for r in members]) / 60
         name = f"{LABELS[algorithm]} {dataset}" + (f" {task}" if task else " (both tasks)")
-        lines.append(f"| {name} | {len(members)} | {', '.join(map(str, steps))} | {minutes:.1f} |")
+        lines.append(f"| {name} | {len(members)} | {', '.join(map(str, epochs))} | {', '.join(map(str, steps))} "
+                     f"| {minutes:.1f} |")
     return lines
 
 
 def curves(runs: list[dict]) -> dict[tuple[str, str, str], list[tuple[np.ndarray, np.ndarray]]]:
-    """(dataset, task, algorithm) -> per seed (gradient steps, evaluation returns) from the event files."""
+    """(dataset, task, algorithm) -> per seed (gradient steps, evaluation returns) from the evaluation history."""
     out = defaultdict(list)
     for results in runs:
-        accumulator = EventAccumulator(results["_dir"], size_guidance={"scalars": 0})
-        accumulator.Reload()
-        for task in results["tasks"]:
-            events = accumulator.Scalars(f"eval/{task}_return")
-            steps = np.array([e.step for e in events])
-            values = np.array([e.value for e in events])
+        for task, entry in results["tasks"].items():
+            steps = np.array([evaluation["step"] for evaluation in entry["history"]])
+            values = np.array([evaluation["mean"] for evaluation in entry["history"]])
             out[(results["args"]["dataset"], task, results["algorithm"])].append((steps, values))
     return out
 
@@ -149,26 +145,27 @@ def plot(curve_data, path: str, title: str) -> None:
 
 
 def main(args: Args) -> None:
-    runs_dir = os.path.join(args.workdir, "runs", args.scale)
-    out_dir = args.out_dir or os.path.join(ROOT, "results", args.scale)
-    runs = load_runs(runs_dir)
+    out_dir = os.path.join(args.results_dir, args.scale)
+    runs = load_runs(os.path.join(out_dir, "runs"))
     if not runs:
-        raise SystemExit(f"error: {runs_dir}: no finished runs (results.json) to report")
-    os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
-    for results in runs:
-        shutil.copyfile(os.path.join(results["_dir"], "results.json"),
-                        os.path.join(out_dir, "runs", os.path.basename(results["_dir"]) + ".json"))
+        raise SystemExit(f"error: {out_dir}/runs: no finished runs to report (scripts/reproduce.py puts them there)")
 
     cells = cell_values(runs)
     ours = {(d, t): {a: (float(np.mean(cells[(d, t, a)])), float(np.std(cells[(d, t, a)]))) if cells.get((d, t, a)) else None
                      for a in ALGORITHMS} for d in DATASETS for t in TASKS}
     seed_counts = " to ".join(str(n) for n in sorted({len(v) for v in cells.values()}))
-    flags = " ".join(SCALES.get(args.scale, [])) or "(none: the scripts' defaults, the paper's hyperparameters)"
+    scale = SCALES.get(args.scale)
+    flags = " ".join(scale.flags) if scale and scale.flags else "(none: the scripts' defaults, the paper's hyperparameters)"
+    if scale and scale.steps:
+        flags += f"`; a budget of {scale.steps} gradient steps per run (turned into `--epochs` per run, see below)"
+    commits = sorted({c["commit"][:10] + ("+dirty" if c["dirty"] else "") for r in runs for c in r.get("code", [])
+                      if c.get("commit")})
     lines = [f"# Table 1, scale `{args.scale}`", "",
              f"Final evaluation return (mean ± std over seeds of each run's last evaluation, {seed_counts} seeds per "
              f"cell); every evaluation is 10 episodes per task unless the flags say otherwise. Made by "
              f"`python scripts/reproduce.py --scale {args.scale}` then `python scripts/report.py --scale {args.scale}`.",
-             "", f"Scale flags: `{flags}`", "", *table_rows(ours), "",
+             "", f"Scale flags: `{flags}`", "", f"Code: commit(s) {', '.join(commits) or 'not recorded'}.", "",
+             *table_rows(ours), "",
              "## The seed report's Table 1 (5 seeds, its own datasets, 1000 epochs at the paper's size)", "",
              *table_rows(SEED_TABLE), "", "## Cost of each run", "", *run_costs(runs), ""]
     with open(os.path.join(out_dir, "table1.md"), "w") as f:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "data")]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "data"), os.path.join(ROOT, "scripts")]
 os.environ.setdefault("MUJOCO_GL", "disable")
 
 from walker_data import KEYS, TASKS, WalkerEnv, save_dataset  # noqa: E402

@@ -3,33 +3,44 @@
 import json
 import os
 
+import pytest
+
 from conftest import run_script
+
+import reproduce  # noqa: E402  (scripts/ is on sys.path through conftest)
 
 
 def test_grid_and_report(tiny_data_dir, tmp_path):
-    grid = ["--scale", "tiny", "--seeds", "0", "--workers", "2", "--data-dir", tiny_data_dir, "--workdir", str(tmp_path)]
+    results = tmp_path / "results"
+    grid = ["--scale", "tiny", "--seeds", "0", "--workers", "2", "--data-dir", tiny_data_dir, "--workdir", str(tmp_path),
+            "--results-dir", str(results)]
     result = run_script("scripts/reproduce.py", *grid, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "12 runs in the tiny grid, 0 already finished, 12 to do" in result.stdout
+    assert len(os.listdir(results / "tiny" / "runs")) == 12  # each finished run copied, ready to commit
 
-    out = tmp_path / "results"
-    result = run_script("scripts/report.py", "--scale", "tiny", "--workdir", str(tmp_path), "--out-dir", str(out), cwd=tmp_path)
+    result = run_script("scripts/report.py", "--scale", "tiny", "--results-dir", str(results), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    table = (out / "table1.md").read_text()
+    table = (results / "tiny" / "table1.md").read_text()
     ours = table.split("## The seed report")[0]
     rows = [line for line in ours.splitlines() if line.startswith("| medium")]
     assert len(rows) == 6  # 2 datasets x (walk, run, average)
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")][2:]
         assert len(cells) == 4 and all("±" in c for c in cells), row
-    # the numbers are the runs' own final evaluations
-    with open(out / "runs" / "csac__medium__walk__s0.json") as f:
-        csac_walk = json.load(f)["tasks"]["walk"]["final"]["mean"]
-    assert f"{csac_walk:.2f} ± 0.00" in rows[0]
-    assert (out / "figure4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(os.listdir(out / "runs")) == 12
+    # the numbers are the runs' own final evaluations, and each run's file has its whole evaluation history
+    with open(results / "tiny" / "runs" / "csac__medium__walk__s0.json") as f:
+        csac_walk = json.load(f)
+    walk = csac_walk["tasks"]["walk"]
+    assert f"{walk['final']['mean']:.2f} ± 0.00" in rows[0]
+    assert [e["epoch"] for e in walk["history"]] == [1, 2] and walk["history"][-1]["mean"] == walk["final"]["mean"]
+    assert csac_walk["code"][0]["commit"] is None or len(csac_walk["code"][0]["commit"]) == 40
+    assert (results / "tiny" / "figure4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # Started again, the grid redoes nothing; with one result removed, only that run.
+    # Started again, the grid redoes nothing: a run counts as done when its results are in results/ (committed),
+    # even where its run folder is gone; with one result removed from both places, only that run is redone.
+    os.remove(tmp_path / "runs" / "tiny" / "bc__medium__walk__s0" / "results.json")
+    os.remove(results / "tiny" / "runs" / "bc__medium__run__s0.json")
     os.remove(tmp_path / "runs" / "tiny" / "bc__medium__run__s0" / "results.json")
     os.remove(tmp_path / "runs" / "tiny" / "bc__medium__run__s0" / "checkpoint.pt")
     result = run_script("scripts/reproduce.py", *grid, cwd=tmp_path)
@@ -37,14 +48,28 @@ def test_grid_and_report(tiny_data_dir, tmp_path):
     assert "11 already finished, 1 to do" in result.stdout and "bc__medium__run__s0: done" in result.stdout
 
 
+@pytest.mark.parametrize("algorithm,dataset,task,rows", [("csac", "medium", "walk", 50_000),
+                                                          ("mtcsac", "medium", None, 100_000),
+                                                          ("hcsac", "medium-replay", None, 220_000)])
+def test_step_budget_becomes_epochs(algorithm, dataset, task, rows):
+    """The cpu scale gives every run the same gradient-step budget, whatever its data size."""
+    run = reproduce.Run(algorithm, dataset, 0, task)
+    flags = reproduce.scale_flags("cpu", run, os.path.join(reproduce.ROOT, "data"))
+    batch, epochs = int(flags[flags.index("--batch-size") + 1]), int(flags[flags.index("--epochs") + 1])
+    budget = reproduce.SCALES["cpu"].steps
+    assert reproduce.num_transitions(run, os.path.join(reproduce.ROOT, "data")) == rows
+    assert budget <= epochs * (rows // batch) < budget + rows // batch  # the fewest epochs that reach the budget
+    assert ("--relabel-every" in flags) == (algorithm == "hcsac")
+
+
 def test_report_marks_missing_runs(tiny_data_dir, tmp_path):
+    results = tmp_path / "results"
     grid = ["--scale", "tiny", "--seeds", "0", "--workers", "1", "--data-dir", tiny_data_dir, "--workdir", str(tmp_path),
-            "--algorithms", "bc", "--datasets", "medium"]
+            "--algorithms", "bc", "--datasets", "medium", "--results-dir", str(results)]
     assert run_script("scripts/reproduce.py", *grid, cwd=tmp_path).returncode == 0
-    out = tmp_path / "results"
-    result = run_script("scripts/report.py", "--scale", "tiny", "--workdir", str(tmp_path), "--out-dir", str(out), cwd=tmp_path)
+    result = run_script("scripts/report.py", "--scale", "tiny", "--results-dir", str(results), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    ours = (out / "table1.md").read_text().split("## The seed report")[0]
+    ours = (results / "tiny" / "table1.md").read_text().split("## The seed report")[0]
     walk = next(line for line in ours.splitlines() if line.startswith("| medium | walk"))
     assert walk.count("–") == 3 and "±" in walk  # BC filled, the three others missing, never zero
     replay = next(line for line in ours.splitlines() if line.startswith("| medium-replay | walk"))
