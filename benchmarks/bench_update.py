@@ -4,16 +4,28 @@ Imports bc.py, csac.py, mtcsac.py and hcsac.py (no copies of their code) and pri
 and precision: ms per update (median after warm-up), updates/s, GFLOP per update counted from the layer
 shapes, achieved GFLOP/s and its fraction of the matmul peak measured in the same run.
 
-    python benchmarks/bench_update.py                 # paper and small sizes, fp32 and bf16
-    python benchmarks/bench_update.py --sizes small --repeats 50
+    python benchmarks/bench_update.py                 # every size, fp32 and bf16
+    python benchmarks/bench_update.py --sizes cpu --precisions bf16 --threads 1 --against 5bd7846
+    python benchmarks/bench_update.py --sizes 3x256 --corl-cql path/to/CORL/algorithms/offline/cql.py
+
+--against REV times csac.py as it was at git revision REV beside today's, each in a fresh process, so that a
+speed-up is a ratio measured in one run. --corl-cql times CORL's ContinuousCQL.train (imported unmodified,
+its unused imports stubbed) beside our update at the same size. The time-to-learn line reads the committed
+csac walk-medium runs of the cpu scale (results/cpu/runs/).
 """
 
 from __future__ import annotations
 
+import glob
+import importlib.util
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import types
 from dataclasses import dataclass, field
 
 import torch
@@ -26,8 +38,10 @@ import hcsac  # noqa: E402
 import mtcsac  # noqa: E402
 
 MODULES = {"bc": bc, "csac": csac, "mtcsac": mtcsac, "hcsac": hcsac}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {"paper": {"hidden_dim": 1024, "num_layers": 3, "batch_size": 1024},
-         "small": {"hidden_dim": 256, "num_layers": 3, "batch_size": 256}}
+         "3x256": {"hidden_dim": 256, "num_layers": 3, "batch_size": 256},  # CORL's cql.py size
+         "cpu": {"hidden_dim": 256, "num_layers": 2, "batch_size": 256}}  # scripts/reproduce.py's cpu scale
 
 
 @dataclass
@@ -47,6 +61,12 @@ class Args:
     """torch CPU threads (default: torch's own choice)"""
     compile: bool = False
     """time the update under torch.compile, as the scripts' --compile does (the compile itself excluded)"""
+    against: str | None = None
+    """a git revision: also time csac.py as it was there, at the same sizes and precisions (CPU, fresh processes)"""
+    corl_cql: str | None = None
+    """path to CORL's algorithms/offline/cql.py: time its update beside ours (CPU)"""
+    skip_extras: bool = False
+    """leave out the relabeling and evaluation lines"""
 
 
 def linear_params(in_dim: int, hidden_dim: int, num_layers: int, out_dim: int) -> int:
@@ -142,11 +162,165 @@ def time_evaluation(device: torch.device, episodes: int) -> float:
     return time.perf_counter() - start
 
 
+def keep_freed_memory(module) -> None:
+    """What the scripts' train() does on CPU before the first update (absent in older revisions)."""
+    if hasattr(module, "keep_freed_memory"):
+        module.keep_freed_memory()
+
+
+TIMING_CHILD = """
+import importlib.util, json, sys, torch
+sys.path.insert(0, {bench_dir!r})
+import bench_update
+spec = importlib.util.spec_from_file_location("csac_under_test", {path!r})
+module = importlib.util.module_from_spec(spec); sys.modules[spec.name] = module; spec.loader.exec_module(module)
+torch.set_num_threads({threads})
+bench_update.keep_freed_memory(module)
+args = module.Args(**{size}, bf16={bf16})
+print(json.dumps(bench_update.time_update(module, args, torch.device("cpu"), {repeats}, {warmup}, False)))
+"""
+
+
+def time_in_fresh_process(path: str, size: dict, bf16: bool, args: Args) -> float:
+    code = TIMING_CHILD.format(bench_dir=os.path.dirname(os.path.abspath(__file__)), path=path, size=size, bf16=bf16,
+                               threads=torch.get_num_threads(), repeats=args.repeats, warmup=args.warmup)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def compare_with_revision(args: Args) -> None:
+    """csac.py at --against REV and today's, alternating fresh processes (3 each), median of their medians."""
+    with tempfile.TemporaryDirectory() as tmp:
+        old_path = os.path.join(tmp, "csac_at_revision.py")
+        try:
+            source = subprocess.run(["git", "show", f"{args.against}:csac.py"], capture_output=True, text=True,
+                                    check=True, cwd=ROOT).stdout
+        except subprocess.CalledProcessError as exc:
+            raise SystemExit(f"error: --against {args.against}: {exc.stderr.strip()}") from None
+        with open(old_path, "w") as f:
+            f.write(source)
+        print(f"\ncsac update, csac.py at {args.against} vs today's, fresh processes alternating, CPU, "
+              f"{torch.get_num_threads()} threads:\n")
+        print(f"| size | precision | {args.against} ms | today ms | speed-up |")
+        print("|---|---|---|---|---|")
+        for size in args.sizes:
+            for precision in args.precisions:
+                old, new = [], []
+                for _ in range(3):
+                    old.append(time_in_fresh_process(old_path, SIZES[size], precision == "bf16", args))
+                    new.append(time_in_fresh_process(os.path.join(ROOT, "csac.py"), SIZES[size], precision == "bf16", args))
+                old_s, new_s = statistics.median(old), statistics.median(new)
+                print(f"| {size} | {precision} | {old_s * 1e3:.1f} | {new_s * 1e3:.1f} | {old_s / new_s:.2f}x |", flush=True)
+
+
+def stub_attribute(name: str):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return object  # type annotations such as gym.Env
+
+
+def load_corl_cql(path: str):
+    """CORL's cql.py imported unmodified; d4rl, gym, pyrallis and wandb (used by its training script, not by
+    the update) are stubbed so that they need not be installed."""
+    for name in ("d4rl", "gym", "pyrallis", "wandb"):
+        if name not in sys.modules:
+            stub = types.ModuleType(name)
+            stub.__getattr__ = stub_attribute
+            sys.modules[name] = stub
+    sys.modules["pyrallis"].wrap = lambda *a, **k: (lambda function: function)
+    spec = importlib.util.spec_from_file_location("corl_cql", path)
+    if spec is None or not os.path.isfile(path):
+        raise SystemExit(f"error: --corl-cql {path}: no such file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def time_corl_update(corl, size: dict, repeats: int, warmup: int) -> float:
+    """ContinuousCQL.train on a random walker-shaped batch, built as CORL's train() builds it (its defaults:
+    orthogonal init, 2 critics and a 3-layer actor of width 256 (the width is fixed there), fp32)."""
+    config = corl.TrainConfig()
+    hidden_layers = size["num_layers"]
+    critics = [corl.FullyConnectedQFunction(24, 6, config.orthogonal_init, hidden_layers) for _ in range(2)]
+    actor = corl.TanhGaussianPolicy(24, 6, 1.0, log_std_multiplier=config.policy_log_std_multiplier,
+                                    orthogonal_init=config.orthogonal_init)
+    trainer = corl.ContinuousCQL(
+        critic_1=critics[0], critic_2=critics[1], actor=actor,
+        critic_1_optimizer=torch.optim.Adam(critics[0].parameters(), config.qf_lr),
+        critic_2_optimizer=torch.optim.Adam(critics[1].parameters(), config.qf_lr),
+        actor_optimizer=torch.optim.Adam(actor.parameters(), config.policy_lr), target_entropy=-6.0,
+        discount=config.discount, soft_target_update_rate=config.soft_target_update_rate, device="cpu",
+        alpha_multiplier=config.alpha_multiplier, use_automatic_entropy_tuning=config.use_automatic_entropy_tuning,
+        backup_entropy=config.backup_entropy, policy_lr=config.policy_lr, qf_lr=config.qf_lr, bc_steps=0,
+        target_update_period=config.target_update_period, cql_n_actions=config.cql_n_actions,
+        cql_importance_sample=config.cql_importance_sample, cql_lagrange=config.cql_lagrange,
+        cql_target_action_gap=config.cql_target_action_gap, cql_temp=config.cql_temp, cql_alpha=config.cql_alpha,
+        cql_max_target_backup=config.cql_max_target_backup, cql_clip_diff_min=config.cql_clip_diff_min,
+        cql_clip_diff_max=config.cql_clip_diff_max)
+    b = size["batch_size"]
+    batch = [torch.randn(b, 24), torch.rand(b, 6) * 2 - 1, torch.rand(b, 1), torch.randn(b, 24), torch.zeros(b, 1)]
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        trainer.train(batch)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def compare_with_corl(args: Args) -> None:
+    corl = load_corl_cql(args.corl_cql)
+    print(f"\nCORL cql.py vs our csac update, CPU, {torch.get_num_threads()} threads, same process, alternating:\n")
+    print("| size | CORL fp32 ms | ours fp32 ms | ours bf16 ms | CORL / ours fp32 | CORL / ours bf16 |")
+    print("|---|---|---|---|---|---|")
+    keep_freed_memory(csac)  # as csac.py's train() does; CORL's timing gains from it too
+    for size in args.sizes:
+        if size == "paper":
+            continue  # CORL's networks are 256 wide
+        ours = {p: [] for p in ("fp32", "bf16")}
+        theirs = []
+        for _ in range(3):
+            theirs.append(time_corl_update(corl, SIZES[size], args.repeats, args.warmup))
+            for precision in ours:
+                script_args = csac.Args(**SIZES[size], bf16=precision == "bf16")
+                ours[precision].append(time_update(csac, script_args, torch.device("cpu"), args.repeats, args.warmup, False))
+        corl_s, fp32_s, bf16_s = statistics.median(theirs), statistics.median(ours["fp32"]), statistics.median(ours["bf16"])
+        print(f"| {size} | {corl_s * 1e3:.1f} | {fp32_s * 1e3:.1f} | {bf16_s * 1e3:.1f} | {corl_s / fp32_s:.2f}x | "
+              f"{corl_s / bf16_s:.2f}x |", flush=True)
+
+
+def time_to_learn(threshold: float = 300.0) -> None:
+    """Training minutes until csac.py's walk-medium evaluation first reaches `threshold`, from the committed runs."""
+    paths = sorted(glob.glob(os.path.join(ROOT, "results", "cpu", "runs", "csac__medium__walk__s*.json")))
+    print(f"\ntime to learn (csac.py, walk, medium, cpu scale; first evaluation >= {threshold:.0f}; from results/cpu/runs):")
+    if not paths:
+        print("  – (no committed run yet: python scripts/reproduce.py --scale cpu)")
+    for path in paths:
+        with open(path) as f:
+            results = json.load(f)
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in results["args"].items()
+                         if k in ("hidden_dim", "num_layers", "batch_size", "bf16", "epochs", "init", "seed"))
+        reached = next((e for e in results["tasks"]["walk"]["history"] if e["mean"] >= threshold), None)
+        where = (f"{reached['train_seconds'] / 60:.1f} CPU minutes of training ({reached['step']} steps)" if reached
+                 else f"not reached in {results['gradient_steps']} steps")
+        print(f"  {os.path.basename(path)}: {where}; {flags}")
+
+
 def main(args: Args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.against:
+        compare_with_revision(args)
+    if args.corl_cql:
+        compare_with_corl(args)
+    if args.against or args.corl_cql:
+        time_to_learn()
+        return
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if args.cuda and torch.cuda.is_available() else [])
     for device in devices:
+        if device.type == "cpu":
+            keep_freed_memory(csac)  # as the scripts' train() does on CPU
         name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
         peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
         print(f"\n## {name}: matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s\n")
@@ -163,6 +337,8 @@ def main(args: Args) -> None:
                     print(f"| {algorithm} | {size} | {precision} | {seconds * 1e3:.1f} | {1 / seconds:.1f} | "
                           f"{gflop:.1f} | {gflop / seconds:.0f} | {100 * gflop / seconds / peaks[precision]:.0f}% |",
                           flush=True)
+        if args.skip_extras:
+            continue
         # hcsac scores the data in fp32 even under --bf16, so one measurement covers both
         relabel_s = time_relabel(device, args.relabel_rows)
         forward_s = time_relabel_baseline(device, args.relabel_rows)

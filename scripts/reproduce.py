@@ -45,8 +45,7 @@ SCALES = {
     "paper": Scale(()),
     # CPU-sized, chosen by the calibration in results/cpu/calibration/: the paper's method hyperparameters,
     # a smaller network and batch, bf16, and the same gradient-step budget for every algorithm.
-    "cpu": Scale(("--hidden-dim", "256", "--num-layers", "2", "--batch-size", "256", "--bf16"), steps=30_000,
-                 evaluations=15),
+    "cpu": Scale(("--hidden-dim", "256", "--num-layers", "2", "--batch-size", "256", "--bf16"), steps=30_000),
     # Seconds per run: for tests and smoke checks of the grid itself, not for results.
     "tiny": Scale(("--hidden-dim", "32", "--num-layers", "2", "--batch-size", "256", "--epochs", "2", "--eval-every", "1",
                    "--eval-episodes", "1", "--relabel-every", "1")),
