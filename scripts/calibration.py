@@ -12,6 +12,10 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
+from collections import defaultdict
+
+import numpy as np
 
 import matplotlib
 
@@ -31,6 +35,7 @@ def main() -> None:
         raise SystemExit(f"error: {FOLDER}: no calibration runs")
     fig, (by_steps, by_minutes) = plt.subplots(1, 2, figsize=(12, 4.5))
     lines = ["| run | return at gradient steps | final | training minutes |", "|---|---|---|---|"]
+    by_variant = defaultdict(list)  # (algorithm/task/dataset/size, init) -> one history per seed
     for name, results in runs:
         for task, entry in results["tasks"].items():
             history = entry["history"]
@@ -42,6 +47,16 @@ def main() -> None:
             by_minutes.plot(minutes, returns, style, label=f"{name} {task}")
             curve = ", ".join(f"{s / 1000:.1f}k: {r:.0f}" for s, r in zip(steps, returns))
             lines.append(f"| {name} ({task}) | {curve} | {returns[-1]:.1f} | {minutes[-1]:.1f} |")
+            by_variant[re.sub(r"_s\d+$", "", name) + f" ({task})"].append(history)
+    lines += ["", "Per variant, over its seeds: the final return, the mean of every evaluation from 10k steps on (less "
+              "noisy than one final evaluation) and the first step whose evaluation reached 300.", "",
+              "| variant | seeds | final (mean) | mean return from 10k steps | first step >= 300 |", "|---|---|---|---|---|"]
+    for variant, histories in sorted(by_variant.items()):
+        finals = [h[-1]["mean"] for h in histories]
+        late = [np.mean([e["mean"] for e in h if e["step"] >= 10_000]) for h in histories]
+        first = [next((f"{e['step'] / 1000:.1f}k" for e in h if e["mean"] >= 300), "never") for h in histories]
+        lines.append(f"| {variant} | {len(histories)} | {np.mean(finals):.0f} ({', '.join(f'{x:.0f}' for x in finals)}) "
+                     f"| {np.mean(late):.0f} ({', '.join(f'{x:.0f}' for x in late)}) | {', '.join(first)} |")
     for ax, label in ((by_steps, "gradient steps"), (by_minutes, "training minutes (one thread, two runs side by side)")):
         ax.set_xlabel(label)
         ax.set_ylabel("evaluation return (10 episodes)")
