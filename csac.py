@@ -1,8 +1,8 @@
 """CSAC: conservative soft actor-critic (CQL(H) on top of SAC) on one DeepMind Control walker task.
 
 One self-contained file in the style of CleanRL / CORL: arguments, environment, dataset, networks, update,
-evaluation and training loop. Equation numbers refer to the report (shared/seed, "Multi-Task Offline
-Reinforcement Learning with Heuristic Conservative Soft Actor-Critic").
+evaluation and training loop. Equation numbers refer to the report "Multi-Task Offline Reinforcement
+Learning with Heuristic Conservative Soft Actor-Critic".
 
     python csac.py --task walk --dataset medium --seed 0
 """
@@ -20,6 +20,7 @@ import json
 import math
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 import tyro
 from dm_control import suite
 from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 ALGORITHM = "csac"
 TASKS = ("walk", "run")
@@ -99,6 +101,8 @@ class Args:
     """epochs between evaluations"""
     eval_episodes: int = 10
     """episodes per task and evaluation"""
+    log_every: int = 100
+    """gradient steps between loss logs; each logged value is the mean over the steps since the previous log"""
 
 
 class UsageError(Exception):
@@ -112,7 +116,7 @@ def check_args(args: Args) -> None:
         raise UsageError(f"unknown dataset {args.dataset!r}; expected one of {', '.join(DATASETS)}")
     if args.init not in INITS:
         raise UsageError(f"unknown --init {args.init!r}; expected one of {', '.join(INITS)}")
-    for name in ("epochs", "batch_size", "hidden_dim", "num_layers", "eval_every", "eval_episodes",
+    for name in ("epochs", "batch_size", "hidden_dim", "num_layers", "eval_every", "eval_episodes", "log_every",
                  "num_sampled_actions"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
@@ -199,7 +203,7 @@ def mlp(in_dim: int, out_dim: int, hidden_dim: int, num_layers: int) -> nn.Seque
 
 
 class VectorizedLinear(nn.Module):
-    """`ensemble_size` independent linear layers applied with one batched matmul (as in CORL)."""
+    """`ensemble_size` independent linear layers applied with one batched matmul (as in CORL's SAC-N/EDAC)."""
 
     def __init__(self, in_dim: int, out_dim: int, ensemble_size: int):
         super().__init__()
@@ -404,8 +408,124 @@ def evaluate(actor: Actor, task: str, num_episodes: int, seed: int, device: torc
     return returns.tolist()
 
 
-# ----------------------------------------------------------------------------------------------- checkpoints
-RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model", "compile"}  # may differ on --resume
+# ----------------------------------------------------------------------------------------------- training
+def summarize(history: list[dict]) -> dict:
+    final = history[-1]
+    best = max(history, key=lambda evaluation: evaluation["mean"])
+    # The final evaluation is the honest number; the best is reported, never selected.
+    return {"final": {"epoch": final["epoch"], "step": final["step"], "mean": final["mean"],
+                      "std": float(np.std(final["returns"])), "returns": final["returns"]},
+            "best": {"epoch": best["epoch"], "step": best["step"], "mean": best["mean"]},
+            "history": history}
+
+
+def train(args: Args, checkpoint: dict | None = None) -> dict:
+    check_args(args)
+    tasks = [args.task]
+    if args.resume is not None:
+        run_dir = args.resume.rstrip("/")
+        run_name = os.path.basename(run_dir)
+    else:
+        run_name = args.run_name or f"{args.exp_name}__{args.task}__{args.dataset}__{args.seed}__{int(time.time())}"
+        run_dir = os.path.join("runs", run_name)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if device.type == "cpu":
+        keep_freed_memory()
+
+    data = load_training_data(args, device)
+    steps_per_epoch = len(data["observations"]) // args.batch_size
+    print(f"{run_name}: {len(data['observations'])} transitions, {steps_per_epoch} gradient steps per epoch, "
+          f"{args.epochs * steps_per_epoch} in total, on {device}", flush=True)
+    learner = Learner(args, device)
+    update = learner.update
+    if args.compile:
+        update = torch.compile(update, mode="reduce-overhead" if device.type == "cuda" else None)
+
+    history = {task: [] for task in tasks}  # every evaluation: epoch, step, training seconds, returns
+    code = [code_version()]  # one entry per process that trained this run (a resumed run has several)
+    first_epoch, global_step, train_seconds, elapsed_before = 1, 0, 0.0, 0.0
+    if checkpoint is not None:  # --resume: continue exactly where the checkpoint left off
+        learner.load_state_dict(checkpoint["learner"])
+        first_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
+        history, train_seconds, elapsed_before = checkpoint["history"], checkpoint["train_seconds"], checkpoint["elapsed"]
+        code = checkpoint.get("code", []) + code
+        set_rng_states(checkpoint["rng"])
+        print(f"resuming {run_dir} after epoch {checkpoint['epoch']} (step {global_step})", flush=True)
+
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, sync_tensorboard=True, config=vars(args), name=run_name)
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+
+    progress = Progress(global_step + (args.epochs - first_epoch + 1) * steps_per_epoch, global_step, device,
+                        cpu_scale_flags(args, len(data["observations"])))
+    loss_means = MetricMeans()
+    start = time.time() - elapsed_before
+    for epoch in range(first_epoch, args.epochs + 1):
+        epoch_start = time.time()
+        num_transitions = len(data["observations"])
+        permutation = torch.randperm(num_transitions, device=device)
+        guard = NonFiniteGuard(device)
+        for begin in range(0, num_transitions - args.batch_size + 1, args.batch_size):  # drop the last partial batch
+            idx = permutation[begin:begin + args.batch_size]
+            metrics = update(data["observations"][idx], data["actions"][idx], data["rewards"][idx],
+                             data["next_observations"][idx])
+            global_step += 1
+            guard.observe(metrics, global_step)
+            loss_means.add(metrics)
+            if global_step % args.log_every == 0:
+                log_metrics(writer, progress, loss_means.pop(), global_step)
+            progress.step(global_step)
+        guard.check(epoch, checkpoint_path)  # one host sync per epoch
+        progress.end_of_epoch(global_step)
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # so that the epoch's time includes its queued kernels
+        train_seconds += time.time() - epoch_start
+        if epoch % args.eval_every == 0 or epoch == args.epochs:
+            sps = global_step / train_seconds
+            writer.add_scalar("charts/SPS", sps, global_step)
+            if loss_means.count:
+                log_metrics(writer, progress, loss_means.pop(), global_step)
+            line = f"epoch {epoch}/{args.epochs} step {global_step}"
+            for task in tasks:
+                returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device)
+                history[task].append({"epoch": epoch, "step": global_step, "train_seconds": round(train_seconds, 1),
+                                      "mean": float(np.mean(returns)), "returns": returns})
+                writer.add_scalar(f"eval/{task}_return", np.mean(returns), global_step)
+                line += f" {task} {np.mean(returns):.1f}"
+                progress.show(**{task: float(np.mean(returns))})
+            save_checkpoint(checkpoint_path, {
+                "algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": epoch,
+                "global_step": global_step, "history": history, "train_seconds": train_seconds,
+                "elapsed": time.time() - start, "rng": rng_states(), "code": code})
+            eta = (args.epochs - epoch) * (time.time() - start) / epoch
+            progress.write(f"{line} | SPS {sps:.1f} | ETA {eta / 60:.1f} min")
+
+    progress.close()
+    results = {"algorithm": ALGORITHM, "args": asdict(args), "run_name": run_name,
+               "gradient_steps": global_step, "wall_time_s": time.time() - start, "device": str(device),
+               "code": code, "versions": package_versions(), "tasks": {task: summarize(history[task]) for task in tasks}}
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    if args.save_model:
+        save_checkpoint(os.path.join(run_dir, "model.pt"),
+                        {"algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict()})
+    writer.close()
+    return results
+
+
+# ======================================================================================================
+# Machinery, not the algorithm: checkpoints and resume, the run's bookkeeping, progress and loss means, the
+# non-finite guard, CPU memory, video, evaluation only.
+# ======================================================================================================
+RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model", "compile", "log_every"}  # may differ on --resume
 EVAL_ONLY_CHANGES = RESUMABLE_CHANGES | {"eval_only", "checkpoint", "eval_episodes", "seed", "capture_video",
                                          "data_dir", "eval_every", "bf16", "compile", "exp_name"}
 
@@ -466,7 +586,6 @@ def parse_args() -> tuple[Args, dict | None]:
     return args, checkpoint
 
 
-# ----------------------------------------------------------------------------------------------- training
 def package_versions() -> dict[str, str]:
     return {"python": platform.python_version(),
             **{pkg: version(pkg) for pkg in ("torch", "numpy", "mujoco", "dm_control", "gymnasium")}}
@@ -484,106 +603,132 @@ def code_version() -> dict:
     return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
 
 
-def summarize(history: list[dict]) -> dict:
-    final = history[-1]
-    best = max(history, key=lambda evaluation: evaluation["mean"])
-    # The final evaluation is the honest number; the best is reported, never selected.
-    return {"final": {"epoch": final["epoch"], "step": final["step"], "mean": final["mean"],
-                      "std": float(np.std(final["returns"])), "returns": final["returns"]},
-            "best": {"epoch": best["epoch"], "step": best["step"], "mean": best["mean"]},
-            "history": history}
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
-def train(args: Args, checkpoint: dict | None = None) -> dict:
-    check_args(args)
-    tasks = [args.task]
-    if args.resume is not None:
-        run_dir = args.resume.rstrip("/")
-        run_name = os.path.basename(run_dir)
-    else:
-        run_name = args.run_name or f"{args.exp_name}__{args.task}__{args.dataset}__{args.seed}__{int(time.time())}"
-        run_dir = os.path.join("runs", run_name)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    if device.type == "cpu":
-        keep_freed_memory()
+class Progress:
+    """Where the run is, from its first step. On a terminal a tqdm bar over gradient steps (steps/s, ETA, latest
+    losses and return); otherwise (CI, nohup, the grid's logs) a plain line at most once a minute, so that log
+    files stay readable. After the first updates, one line with their measured cost and the projected duration,
+    and where that is hours on a CPU, what to do instead."""
 
-    data = load_training_data(args, device)
-    steps_per_epoch = len(data["observations"]) // args.batch_size
-    print(f"{run_name}: {len(data['observations'])} transitions, {steps_per_epoch} gradient steps per epoch, "
-          f"{args.epochs * steps_per_epoch} in total, on {device}", flush=True)
-    learner = Learner(args, device)
-    update = learner.update
-    if args.compile:
-        update = torch.compile(update, mode="reduce-overhead" if device.type == "cuda" else None)
+    PLAIN_LINE_SECONDS = 60
+    WARMUP_UPDATES, TIMED_UPDATES = 2, 5  # the first updates allocate memory (and compile): not timed
+    TIMED_SECONDS = 15  # or fewer timed updates where they are this slow
+    SLOW_SECONDS = 3 * 3600
 
-    history = {task: [] for task in tasks}  # every evaluation: epoch, step, training seconds, returns
-    code = [code_version()]  # one entry per process that trained this run (a resumed run has several)
-    first_epoch, global_step, train_seconds, elapsed_before = 1, 0, 0.0, 0.0
-    if checkpoint is not None:  # --resume: continue exactly where the checkpoint left off
-        learner.load_state_dict(checkpoint["learner"])
-        first_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
-        history, train_seconds, elapsed_before = checkpoint["history"], checkpoint["train_seconds"], checkpoint["elapsed"]
-        code = checkpoint.get("code", []) + code
-        set_rng_states(checkpoint["rng"])
-        print(f"resuming {run_dir} after epoch {checkpoint['epoch']} (step {global_step})", flush=True)
+    def __init__(self, total_steps: int, done_steps: int, device: torch.device, smaller_flags: str):
+        self.total_steps, self.first_step, self.device, self.smaller_flags = total_steps, done_steps, device, smaller_flags
+        self.interactive = sys.stdout.isatty()
+        columns, lines = shutil.get_terminal_size()  # 80 x 24 where a terminal does not say its size
+        self.bar = tqdm(total=total_steps, initial=done_steps, unit="step", file=sys.stdout, ncols=columns, nrows=lines,
+                        disable=not self.interactive)
+        self.postfix: dict[str, str] = {}
+        self.start = self.last_line = time.time()
+        self.timer_start, self.cost_reported = None, False
 
-    if args.track:
-        import wandb
+    def step(self, step: int) -> None:
+        self.bar.update()
+        done = step - self.first_step
+        if done == self.WARMUP_UPDATES:
+            self.timer_start = self.synchronized_time()
+        elif not self.cost_reported and done > self.WARMUP_UPDATES and (
+                done == self.WARMUP_UPDATES + self.TIMED_UPDATES or time.time() - self.timer_start > self.TIMED_SECONDS):
+            self.report_cost(step)
+        if not self.interactive and time.time() - self.last_line >= self.PLAIN_LINE_SECONDS:
+            self.plain_line(step)
 
-        wandb.init(project=args.wandb_project_name, sync_tensorboard=True, config=vars(args), name=run_name)
-    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    def end_of_epoch(self, step: int) -> None:
+        if not self.cost_reported:  # a first epoch shorter than the timed updates: cost from what there was
+            self.report_cost(step)
 
-    start = time.time() - elapsed_before
-    for epoch in range(first_epoch, args.epochs + 1):
-        epoch_start = time.time()
-        num_transitions = len(data["observations"])
-        permutation = torch.randperm(num_transitions, device=device)
-        guard = NonFiniteGuard(device)
-        for begin in range(0, num_transitions - args.batch_size + 1, args.batch_size):  # drop the last partial batch
-            idx = permutation[begin:begin + args.batch_size]
-            metrics = update(data["observations"][idx], data["actions"][idx], data["rewards"][idx],
-                                     data["next_observations"][idx])
-            global_step += 1
-            guard.observe(metrics, global_step)
-        guard.check(epoch, checkpoint_path)  # one host sync per epoch
-        if device.type == "cuda":
-            torch.cuda.synchronize()  # so that the epoch's time includes its queued kernels
-        train_seconds += time.time() - epoch_start
-        if epoch % args.eval_every == 0 or epoch == args.epochs:
-            sps = global_step / train_seconds
-            for name, value in metrics.items():
-                writer.add_scalar(f"charts/{name}" if name == "alpha" else f"losses/{name}", value.item(), global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            line = f"epoch {epoch}/{args.epochs} step {global_step}"
-            for task in tasks:
-                returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device)
-                history[task].append({"epoch": epoch, "step": global_step, "train_seconds": round(train_seconds, 1),
-                                      "mean": float(np.mean(returns)), "returns": returns})
-                writer.add_scalar(f"eval/{task}_return", np.mean(returns), global_step)
-                line += f" {task} {np.mean(returns):.1f}"
-            save_checkpoint(checkpoint_path, {
-                "algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": epoch,
-                "global_step": global_step, "history": history, "train_seconds": train_seconds,
-                "elapsed": time.time() - start, "rng": rng_states(), "code": code})
-            eta = (args.epochs - epoch) * (time.time() - start) / epoch
-            print(f"{line} | SPS {sps:.1f} | ETA {eta / 60:.1f} min", flush=True)
+    def report_cost(self, step: int) -> None:
+        now, done = self.synchronized_time(), step - self.first_step
+        if self.timer_start is not None and done > self.WARMUP_UPDATES:
+            seconds = (now - self.timer_start) / (done - self.WARMUP_UPDATES)
+        else:
+            seconds = (now - self.start) / max(done, 1)
+        remaining = (self.total_steps - step) * seconds
+        line = (f"cost: {seconds * 1000:.1f} ms per update on {self.device.type}; the remaining {self.total_steps - step} "
+                f"of {self.total_steps} updates take about {format_duration(remaining)}, evaluations not included")
+        if self.device.type == "cpu" and remaining > self.SLOW_SECONDS:
+            line += "\nhint: this is a GPU-sized run; use a GPU (with --bf16 --compile there)"
+            if self.smaller_flags:
+                line += f", or the cpu scale of scripts/reproduce.py (results/cpu): {self.smaller_flags}"
+        self.write(line)
+        self.cost_reported = True
 
-    results = {"algorithm": ALGORITHM, "args": asdict(args), "run_name": run_name,
-               "gradient_steps": global_step, "wall_time_s": time.time() - start, "device": str(device),
-               "code": code, "versions": package_versions(), "tasks": {task: summarize(history[task]) for task in tasks}}
-    with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    if args.save_model:
-        save_checkpoint(os.path.join(run_dir, "model.pt"),
-                        {"algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict()})
-    writer.close()
-    return results
+    def plain_line(self, step: int) -> None:
+        rate = (step - self.first_step) / max(time.time() - self.start, 1e-9)
+        eta = (self.total_steps - step) / rate if rate > 0 else math.inf
+        line = (f"step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%) | {rate:.1f} steps/s | "
+                f"ETA {format_duration(eta)}")
+        print(" | ".join([line, *(f"{k} {v}" for k, v in self.postfix.items())]), flush=True)
+        self.last_line = time.time()
+
+    def show(self, **values: float) -> None:
+        self.postfix.update({name: f"{value:.4g}" for name, value in values.items()})
+        if self.interactive:
+            self.bar.set_postfix(self.postfix, refresh=False)
+
+    def set_total(self, total_steps: int) -> None:
+        self.total_steps = self.bar.total = total_steps
+
+    def write(self, line: str) -> None:
+        if self.interactive:
+            self.bar.write(line, file=sys.stdout)  # above the bar, which stays at the bottom
+        else:
+            print(line, flush=True)
+
+    def synchronized_time(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # updates are queued; time them when they are done
+        return time.time()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cpu_scale_flags(args: Args, num_transitions: int) -> str:
+    """This run's flags at the cpu scale of scripts/reproduce.py (30,000 gradient steps), for the slow-run hint;
+    empty when the run is no larger."""
+    if args.hidden_dim <= 256 and args.num_layers <= 2 and args.batch_size <= 256:
+        return ""
+    epochs = math.ceil(30_000 / (num_transitions // 256))
+    return f"--hidden-dim 256 --num-layers 2 --batch-size 256 --bf16 --epochs {epochs} --eval-every {round(epochs / 10)}"
+
+
+class MetricMeans:
+    """Sums every step's metrics on the device (no host sync), so that a logged value is the mean over the steps
+    since the previous log rather than the last batch's."""
+
+    def __init__(self):
+        self.sums, self.count, self.names = None, 0, []
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([v.detach().float() for v in metrics.values()])
+        self.sums = values if self.sums is None else self.sums + values
+        self.count, self.names = self.count + 1, list(metrics)
+
+    def pop(self) -> dict[str, float]:
+        means = dict(zip(self.names, (self.sums / self.count).tolist()))
+        self.sums, self.count = None, 0
+        return means
+
+
+SHOWN_METRICS = ("critic_loss", "actor_loss", "loss", "alpha")  # beside the progress bar; tensorboard has all
+
+
+def log_metrics(writer: SummaryWriter, progress: Progress, means: dict[str, float], step: int) -> None:
+    for name, value in means.items():
+        writer.add_scalar(f"charts/{name}" if name == "alpha" else f"losses/{name}", value, step)
+    progress.show(**{name: value for name, value in means.items() if name in SHOWN_METRICS})
 
 
 def keep_freed_memory() -> None:

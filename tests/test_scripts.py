@@ -38,6 +38,9 @@ def test_script_runs_end_to_end(script, tiny_data_dir, tmp_path):
     assert results["args"]["hidden_dim"] == 32 and results["versions"]["torch"]
     assert (tmp_path / "runs" / "tiny" / "model.pt").exists()
     assert "gradient steps per epoch" in result.stdout and "epoch 2/2" in result.stdout
+    # Without a terminal: plain lines, the measured cost before the first evaluation, no progress-bar redraws.
+    assert result.stdout.index("cost: ") < result.stdout.index("epoch 1/2")
+    assert "ms per update" in result.stdout and "\r" not in result.stdout and "%|" not in result.stdout
 
 
 def test_same_seed_same_numbers(tiny_data_dir, tmp_path):
