@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
+from typing import Annotated, get_type_hints
 
 import gymnasium as gym
 import numpy as np
@@ -42,13 +43,26 @@ DATASETS = ("medium", "medium-replay")
 OBS_DIM, ACT_DIM = 24, 6
 
 
+@dataclass(frozen=True)
+class Range:
+    """The meaningful values of a numeric flag in interval notation, e.g. "(0, 1]"; checked before any work."""
+    interval: str
+
+    def __contains__(self, value: float) -> bool:
+        low, high = (float(bound) for bound in self.interval[1:-1].split(","))
+        above = value >= low if self.interval[0] == "[" else value > low
+        below = value <= high if self.interval[-1] == "]" else value < high
+        return above and below  # False for NaN
+
+
 @dataclass
 class Args:
     exp_name: str = "bc"
     """the name of this experiment (prefix of the run folder)"""
     run_name: str | None = None
     """folder name under runs/ (default: {exp_name}__{task}__{dataset}__{seed}__{unix time})"""
-    seed: int = 0
+    seed: Annotated[int, Range("[0, 4294967295]")] = 0
+    """seeds python, numpy and torch, in [0, 4294967295]"""
     torch_deterministic: bool = True
     """use deterministic algorithms where torch offers them"""
     cuda: bool = True
@@ -78,18 +92,23 @@ class Args:
     data_dir: str = "data"
     """folder holding walker_{task}_{dataset}.npz"""
 
-    epochs: int = 1000
-    """one epoch is one shuffled pass over the training data"""
-    batch_size: int = 1024
-    hidden_dim: int = 1024
-    num_layers: int = 3
-    learning_rate: float = 3e-4
-    eval_every: int = 10
-    """epochs between evaluations"""
-    eval_episodes: int = 10
-    """episodes per task and evaluation"""
-    log_every: int = 100
-    """gradient steps between loss logs; each logged value is the mean over the steps since the previous log"""
+    epochs: Annotated[int, Range("[1, inf)")] = 1000
+    """one epoch is one shuffled pass over the training data, in [1, inf)"""
+    batch_size: Annotated[int, Range("[1, inf)")] = 1024
+    """transitions per gradient step, in [1, inf)"""
+    hidden_dim: Annotated[int, Range("[1, inf)")] = 1024
+    """units per hidden layer, in [1, inf)"""
+    num_layers: Annotated[int, Range("[1, inf)")] = 3
+    """hidden layers of every network, in [1, inf)"""
+    learning_rate: Annotated[float, Range("(0, inf)")] = 3e-4
+    """Adam's learning rate, in (0, inf)"""
+    eval_every: Annotated[int, Range("[1, inf)")] = 10
+    """epochs between evaluations, in [1, inf)"""
+    eval_episodes: Annotated[int, Range("[1, inf)")] = 10
+    """episodes per task and evaluation, in [1, inf)"""
+    log_every: Annotated[int, Range("[1, inf)")] = 100
+    """gradient steps between loss logs, in [1, inf); each logged value is the mean over the steps since the
+    previous log"""
 
 
 class UsageError(Exception):
@@ -101,9 +120,11 @@ def check_args(args: Args) -> None:
         raise UsageError(f"unknown task {args.task!r}; expected one of {', '.join(TASKS)}")
     if args.dataset not in DATASETS:
         raise UsageError(f"unknown dataset {args.dataset!r}; expected one of {', '.join(DATASETS)}")
-    for name in ("epochs", "batch_size", "hidden_dim", "num_layers", "eval_every", "eval_episodes", "log_every"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    for name, hint in get_type_hints(Args, include_extras=True).items():
+        for allowed in getattr(hint, "__metadata__", ()):
+            if isinstance(allowed, Range) and getattr(args, name) not in allowed:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} {getattr(args, name)} is outside its range {allowed.interval}")
 
 
 # ----------------------------------------------------------------------------------------------- environment
@@ -144,18 +165,24 @@ def make_env(task: str, seed: int) -> WalkerEnv:
 DATASET_KEYS = {"observations": (OBS_DIM,), "actions": (ACT_DIM,), "rewards": (), "next_observations": (OBS_DIM,)}
 
 
+# The values the method can use: actions in the tanh policy's range, where the CQL penalty also samples;
+# rewards in dm_control's [0, 1]. A little slack for float noise.
+VALUE_RANGES = {"actions": (-1.0, 1.0), "rewards": (0.0, 1.0), "rewards_walk": (0.0, 1.0), "rewards_run": (0.0, 1.0)}
+EPISODE_LENGTH = 1000  # walker episodes end by this time limit only
+
+
 class DatasetError(UsageError):
     """A dataset file that cannot be used; the message names the file and the fault."""
 
 
 def load_dataset(path: str) -> dict[str, np.ndarray]:
-    """Read a D4RL-style .npz and check every key we use: present, right shape, finite."""
+    """Read a D4RL-style .npz and check every key we use: present, right shape, finite, in range."""
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: no such dataset file (see data/README.md to collect or convert one)")
     try:
         with np.load(path) as npz:
-            files = set(npz.files)
-            data = {key: np.asarray(npz[key], np.float32) for key in DATASET_KEYS if key in files}
+            stored = {key: npz[key] for key in {*DATASET_KEYS, *VALUE_RANGES, "terminals", "timeouts"} & set(npz.files)}
+        data = {key: np.asarray(stored[key], np.float32) for key in DATASET_KEYS if key in stored}
     except Exception as exc:  # BadZipFile, truncated file, pickled objects...
         raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
     missing = [key for key in DATASET_KEYS if key not in data]
@@ -167,7 +194,32 @@ def load_dataset(path: str) -> dict[str, np.ndarray]:
             raise DatasetError(f"{path}: '{key}' has shape {data[key].shape}, expected {(n, *shape)}")
         if not np.isfinite(data[key]).all():
             raise DatasetError(f"{path}: '{key}' contains NaN or inf")
+    check_values(path, stored)
     return data
+
+
+def check_values(path: str, stored: dict[str, np.ndarray]) -> None:
+    """Actions and rewards floating point and in range; terminals and timeouts boolean, a timeout exactly at the
+    last step of every 1000-step episode. Each fault names the key and one offending row."""
+    for key, (low, high) in VALUE_RANGES.items():
+        if key in stored:
+            values = stored[key]
+            if values.dtype.kind != "f":
+                raise DatasetError(f"{path}: '{key}' has dtype {values.dtype}, expected floating point")
+            outside = ((values < low - 1e-6) | (values > high + 1e-6)).reshape(len(values), -1).any(1)
+            if outside.any():
+                row = int(outside.argmax())
+                raise DatasetError(f"{path}: '{key}' outside [{low:g}, {high:g}] at row {row}: {values[row]}")
+    for key in ("terminals", "timeouts"):
+        if key in stored and stored[key].dtype != np.bool_:
+            raise DatasetError(f"{path}: '{key}' has dtype {stored[key].dtype}, expected bool")
+    if "timeouts" in stored:
+        rows = len(stored["timeouts"])
+        wrong = stored["timeouts"] != ((np.arange(rows) + 1) % EPISODE_LENGTH == 0)
+        if wrong.any() or rows % EPISODE_LENGTH:
+            row = int(wrong.argmax()) if wrong.any() else rows - 1
+            raise DatasetError(f"{path}: 'timeouts' must mark the last step of each {EPISODE_LENGTH}-step episode "
+                               f"and nothing else; row {row} is {bool(stored['timeouts'][row])}")
 
 
 def load_training_data(args: Args, device: torch.device) -> dict[str, torch.Tensor]:

@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
+from typing import Annotated, get_type_hints
 
 import gymnasium as gym
 import numpy as np
@@ -44,13 +45,26 @@ INITS = ("authors", "torch", "corl")
 OBS_DIM, ACT_DIM = 24, 6
 
 
+@dataclass(frozen=True)
+class Range:
+    """The meaningful values of a numeric flag in interval notation, e.g. "(0, 1]"; checked before any work."""
+    interval: str
+
+    def __contains__(self, value: float) -> bool:
+        low, high = (float(bound) for bound in self.interval[1:-1].split(","))
+        above = value >= low if self.interval[0] == "[" else value > low
+        below = value <= high if self.interval[-1] == "]" else value < high
+        return above and below  # False for NaN
+
+
 @dataclass
 class Args:
     exp_name: str = "csac"
     """the name of this experiment (prefix of the run folder)"""
     run_name: str | None = None
     """folder name under runs/ (default: {exp_name}__{task}__{dataset}__{seed}__{unix time})"""
-    seed: int = 0
+    seed: Annotated[int, Range("[0, 4294967295]")] = 0
+    """seeds python, numpy and torch, in [0, 4294967295]"""
     torch_deterministic: bool = True
     """use deterministic algorithms where torch offers them"""
     cuda: bool = True
@@ -80,29 +94,37 @@ class Args:
     data_dir: str = "data"
     """folder holding walker_{task}_{dataset}.npz"""
 
-    epochs: int = 1000
-    """one epoch is one shuffled pass over the training data"""
-    batch_size: int = 1024
-    hidden_dim: int = 1024
-    num_layers: int = 3
-    critic_lr: float = 3e-4
-    actor_lr: float = 1e-4
-    """also the learning rate of the entropy temperature alpha"""
-    tau: float = 0.01
-    gamma: float = 0.99
-    cql_weight: float = 10.0
-    num_sampled_actions: int = 10
-    """actions per state drawn from each of: uniform, policy at s, policy at s' (Eq. 9)"""
+    epochs: Annotated[int, Range("[1, inf)")] = 1000
+    """one epoch is one shuffled pass over the training data, in [1, inf)"""
+    batch_size: Annotated[int, Range("[1, inf)")] = 1024
+    """transitions per gradient step, in [1, inf)"""
+    hidden_dim: Annotated[int, Range("[1, inf)")] = 1024
+    """units per hidden layer, in [1, inf)"""
+    num_layers: Annotated[int, Range("[1, inf)")] = 3
+    """hidden layers of every network, in [1, inf)"""
+    critic_lr: Annotated[float, Range("(0, inf)")] = 3e-4
+    """Adam's learning rate of the critics, in (0, inf)"""
+    actor_lr: Annotated[float, Range("(0, inf)")] = 1e-4
+    """also the learning rate of the entropy temperature alpha, in (0, inf)"""
+    tau: Annotated[float, Range("(0, 1]")] = 0.01
+    """target networks move this fraction towards the critics per step, in (0, 1]"""
+    gamma: Annotated[float, Range("[0, 1)")] = 0.99
+    """discount, in [0, 1) (at 1 the Bellman target has no fixed point)"""
+    cql_weight: Annotated[float, Range("[0, inf)")] = 10.0
+    """weight of the conservative penalty (Eq. 8), in [0, inf); 0 is plain SAC"""
+    num_sampled_actions: Annotated[int, Range("[1, inf)")] = 10
+    """actions per state drawn from each of: uniform, policy at s, policy at s' (Eq. 9), in [1, inf)"""
     init: str = "authors"
     """details the paper leaves open: authors (log-std = s * out + b with learnable s = 1, b = -1, as in the
     authors' code; learned faster per step in results/cpu/calibration), torch (log-std from the network,
     PyTorch's default init), corl (authors plus orthogonal critics and last layers of gain 1e-2, CORL's cql.py)"""
-    eval_every: int = 10
-    """epochs between evaluations"""
-    eval_episodes: int = 10
-    """episodes per task and evaluation"""
-    log_every: int = 100
-    """gradient steps between loss logs; each logged value is the mean over the steps since the previous log"""
+    eval_every: Annotated[int, Range("[1, inf)")] = 10
+    """epochs between evaluations, in [1, inf)"""
+    eval_episodes: Annotated[int, Range("[1, inf)")] = 10
+    """episodes per task and evaluation, in [1, inf)"""
+    log_every: Annotated[int, Range("[1, inf)")] = 100
+    """gradient steps between loss logs, in [1, inf); each logged value is the mean over the steps since the
+    previous log"""
 
 
 class UsageError(Exception):
@@ -116,10 +138,11 @@ def check_args(args: Args) -> None:
         raise UsageError(f"unknown dataset {args.dataset!r}; expected one of {', '.join(DATASETS)}")
     if args.init not in INITS:
         raise UsageError(f"unknown --init {args.init!r}; expected one of {', '.join(INITS)}")
-    for name in ("epochs", "batch_size", "hidden_dim", "num_layers", "eval_every", "eval_episodes", "log_every",
-                 "num_sampled_actions"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    for name, hint in get_type_hints(Args, include_extras=True).items():
+        for allowed in getattr(hint, "__metadata__", ()):
+            if isinstance(allowed, Range) and getattr(args, name) not in allowed:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} {getattr(args, name)} is outside its range {allowed.interval}")
 
 
 # ----------------------------------------------------------------------------------------------- environment
@@ -159,18 +182,24 @@ def make_env(task: str, seed: int) -> WalkerEnv:
 DATASET_KEYS = {"observations": (OBS_DIM,), "actions": (ACT_DIM,), "rewards": (), "next_observations": (OBS_DIM,)}
 
 
+# The values the method can use: actions in the tanh policy's range, where the CQL penalty also samples;
+# rewards in dm_control's [0, 1]. A little slack for float noise.
+VALUE_RANGES = {"actions": (-1.0, 1.0), "rewards": (0.0, 1.0), "rewards_walk": (0.0, 1.0), "rewards_run": (0.0, 1.0)}
+EPISODE_LENGTH = 1000  # walker episodes end by this time limit only
+
+
 class DatasetError(UsageError):
     """A dataset file that cannot be used; the message names the file and the fault."""
 
 
 def load_dataset(path: str) -> dict[str, np.ndarray]:
-    """Read a D4RL-style .npz and check every key we use: present, right shape, finite."""
+    """Read a D4RL-style .npz and check every key we use: present, right shape, finite, in range."""
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: no such dataset file (see data/README.md to collect or convert one)")
     try:
         with np.load(path) as npz:
-            files = set(npz.files)
-            data = {key: np.asarray(npz[key], np.float32) for key in DATASET_KEYS if key in files}
+            stored = {key: npz[key] for key in {*DATASET_KEYS, *VALUE_RANGES, "terminals", "timeouts"} & set(npz.files)}
+        data = {key: np.asarray(stored[key], np.float32) for key in DATASET_KEYS if key in stored}
     except Exception as exc:  # BadZipFile, truncated file, pickled objects...
         raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
     missing = [key for key in DATASET_KEYS if key not in data]
@@ -182,7 +211,32 @@ def load_dataset(path: str) -> dict[str, np.ndarray]:
             raise DatasetError(f"{path}: '{key}' has shape {data[key].shape}, expected {(n, *shape)}")
         if not np.isfinite(data[key]).all():
             raise DatasetError(f"{path}: '{key}' contains NaN or inf")
+    check_values(path, stored)
     return data
+
+
+def check_values(path: str, stored: dict[str, np.ndarray]) -> None:
+    """Actions and rewards floating point and in range; terminals and timeouts boolean, a timeout exactly at the
+    last step of every 1000-step episode. Each fault names the key and one offending row."""
+    for key, (low, high) in VALUE_RANGES.items():
+        if key in stored:
+            values = stored[key]
+            if values.dtype.kind != "f":
+                raise DatasetError(f"{path}: '{key}' has dtype {values.dtype}, expected floating point")
+            outside = ((values < low - 1e-6) | (values > high + 1e-6)).reshape(len(values), -1).any(1)
+            if outside.any():
+                row = int(outside.argmax())
+                raise DatasetError(f"{path}: '{key}' outside [{low:g}, {high:g}] at row {row}: {values[row]}")
+    for key in ("terminals", "timeouts"):
+        if key in stored and stored[key].dtype != np.bool_:
+            raise DatasetError(f"{path}: '{key}' has dtype {stored[key].dtype}, expected bool")
+    if "timeouts" in stored:
+        rows = len(stored["timeouts"])
+        wrong = stored["timeouts"] != ((np.arange(rows) + 1) % EPISODE_LENGTH == 0)
+        if wrong.any() or rows % EPISODE_LENGTH:
+            row = int(wrong.argmax()) if wrong.any() else rows - 1
+            raise DatasetError(f"{path}: 'timeouts' must mark the last step of each {EPISODE_LENGTH}-step episode "
+                               f"and nothing else; row {row} is {bool(stored['timeouts'][row])}")
 
 
 def load_training_data(args: Args, device: torch.device) -> dict[str, torch.Tensor]:

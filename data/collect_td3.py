@@ -19,6 +19,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -28,40 +29,54 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from walker_data import ACT_DIM, EPISODE_LEN, MEDIUM_TARGETS, OBS_DIM, TASKS, WalkerEnv, save_dataset  # noqa: E402
+from walker_data import (ACT_DIM, EPISODE_LEN, MEDIUM_TARGETS, OBS_DIM, TASKS, Range, WalkerEnv, check_ranges,  # noqa: E402
+                         save_dataset)
 
 
 @dataclass
 class Args:
     task: str = "walk"
     """walker task: walk or run"""
-    seed: int = 0
+    seed: Annotated[int, Range("[0, 4294967295]")] = 0
+    """in [0, 4294967295]"""
     out_dir: str = "data"
     """where walker_{task}_{medium,medium-replay}.npz are written"""
-    total_timesteps: int = 1_000_000
-    """give up (non-zero exit) if the medium target is not reached within this many env steps"""
-    learning_starts: int = 10_000
-    """random-action seed frames before learning (they are part of medium-replay)"""
-    buffer_size: int = 1_000_000
-    batch_size: int = 256
-    hidden_dim: int = 256
-    learning_rate: float = 3e-4
-    gamma: float = 0.99
-    tau: float = 0.005
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    exploration_noise: float = 0.1
-    policy_frequency: int = 2
-    eval_every: int = 5_000
-    """env steps between evaluations (a multiple of the 1000-step episode)"""
-    eval_episodes: int = 5
-    medium_episodes: int = 50
-    medium_target_min: float | None = None
-    """lower end of the medium target (default: walk 500, run 250)"""
-    medium_target_max: float | None = None
-    """upper end, only reported (default: walk 700, run 380)"""
-    torch_threads: int = 1
-    """one thread each lets the two tasks collect side by side on a 2-core machine"""
+    total_timesteps: Annotated[int, Range("[1, inf)")] = 1_000_000
+    """give up (non-zero exit) if the medium target is not reached within this many env steps, in [1, inf)"""
+    learning_starts: Annotated[int, Range("[0, inf)")] = 10_000
+    """random-action seed frames before learning (they are part of medium-replay), in [0, inf)"""
+    buffer_size: Annotated[int, Range("[1, inf)")] = 1_000_000
+    """in [1, inf)"""
+    batch_size: Annotated[int, Range("[1, inf)")] = 256
+    """in [1, inf)"""
+    hidden_dim: Annotated[int, Range("[1, inf)")] = 256
+    """in [1, inf)"""
+    learning_rate: Annotated[float, Range("(0, inf)")] = 3e-4
+    """in (0, inf)"""
+    gamma: Annotated[float, Range("[0, 1)")] = 0.99
+    """in [0, 1)"""
+    tau: Annotated[float, Range("(0, 1]")] = 0.005
+    """in (0, 1]"""
+    policy_noise: Annotated[float, Range("[0, inf)")] = 0.2
+    """in [0, inf)"""
+    noise_clip: Annotated[float, Range("[0, inf)")] = 0.5
+    """in [0, inf)"""
+    exploration_noise: Annotated[float, Range("[0, inf)")] = 0.1
+    """in [0, inf)"""
+    policy_frequency: Annotated[int, Range("[1, inf)")] = 2
+    """in [1, inf)"""
+    eval_every: Annotated[int, Range("[1000, inf)")] = 5_000
+    """env steps between evaluations (a multiple of the 1000-step episode), in [1000, inf)"""
+    eval_episodes: Annotated[int, Range("[1, inf)")] = 5
+    """in [1, inf)"""
+    medium_episodes: Annotated[int, Range("[1, inf)")] = 50
+    """in [1, inf)"""
+    medium_target_min: Annotated[float | None, Range("[0, 1000]")] = None
+    """lower end of the medium target (default: walk 500, run 250), in [0, 1000]"""
+    medium_target_max: Annotated[float | None, Range("[0, 1000]")] = None
+    """upper end, only reported (default: walk 700, run 380), in [0, 1000]"""
+    torch_threads: Annotated[int, Range("[1, inf)")] = 1
+    """one thread each lets the two tasks collect side by side on a 2-core machine, in [1, inf)"""
 
 
 class Actor(nn.Module):
@@ -138,6 +153,7 @@ def rollout(actor: Actor, env: WalkerEnv, noise: float, buffer: Buffer | None = 
 
 
 def main(args: Args) -> None:
+    check_ranges(args)
     if args.task not in TASKS:
         sys.exit(f"error: unknown task {args.task!r}; expected one of {TASKS}")
     if args.eval_every % EPISODE_LEN:

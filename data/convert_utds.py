@@ -16,12 +16,14 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from walker_data import ACT_DIM, OBS_DIM, TASKS, DatasetError, WalkerEnv, save_dataset, task_rewards  # noqa: E402
+from walker_data import (ACT_DIM, KEYS, OBS_DIM, TASKS, DatasetError, Range, WalkerEnv, check_ranges,  # noqa: E402
+                         save_dataset, task_rewards, validate_dataset)
 
 EPISODE_KEYS = {"observation": OBS_DIM, "action": ACT_DIM, "reward": 1, "physics": 18}
 
@@ -36,8 +38,8 @@ class Args:
     """medium or medium-replay (default: read from the path)"""
     out: str | None = None
     """output file (default: data/walker_<task>_<quality>.npz)"""
-    reward_tolerance: float = 1e-4
-    """largest allowed gap between a stored reward and the one recomputed from physics"""
+    reward_tolerance: Annotated[float, Range("[0, inf)")] = 1e-4
+    """largest allowed gap between a stored reward and the one recomputed from physics, in [0, inf)"""
 
 
 def infer_from_path(src: str) -> tuple[str | None, str | None]:
@@ -97,6 +99,7 @@ def convert(src: str, task: str, reward_tolerance: float = 1e-4) -> dict[str, np
 
 
 def main(args: Args) -> None:
+    check_ranges(args)
     inferred_task, inferred_quality = infer_from_path(args.src)
     task, quality = args.task or inferred_task, args.quality or inferred_quality
     if task not in TASKS:
@@ -106,6 +109,8 @@ def main(args: Args) -> None:
         sys.exit(f"error: {args.src}: cannot tell the dataset quality; pass --quality or --out")
     try:
         data = convert(args.src, task, args.reward_tolerance)
+        # The checks the algorithm scripts apply when they read the file: dtypes, ranges, one timeout per episode.
+        validate_dataset({key: np.asarray(data[key], dtype) for key, (dtype, _) in KEYS.items()}, args.src, task)
     except DatasetError as exc:
         sys.exit(f"error: {exc}")
     save_dataset(out, data)

@@ -7,6 +7,9 @@ root deliberately do not import this module: each of them reads alone (CleanRL s
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass
+from typing import get_type_hints
 
 os.environ.setdefault("MUJOCO_GL", "disable")  # no display needed; silences dm_control's GLFW warning
 
@@ -28,10 +31,33 @@ KEYS = {  # D4RL names, dtypes and trailing shapes
     "rewards_walk": (np.float32, ()),
     "rewards_run": (np.float32, ()),
 }
+# Actions in the policy's tanh range (where the CQL penalty samples), rewards in dm_control's [0, 1].
+VALUE_RANGES = {"actions": (-1.0, 1.0), "rewards": (0.0, 1.0), "rewards_walk": (0.0, 1.0), "rewards_run": (0.0, 1.0)}
 _REWARD_TASKS = {  # reward functions only: the same physics scored against each task's target speed
     "walk": walker.PlanarWalker(move_speed=walker._WALK_SPEED),
     "run": walker.PlanarWalker(move_speed=walker._RUN_SPEED),
 }
+
+
+@dataclass(frozen=True)
+class Range:
+    """The meaningful values of a numeric flag in interval notation, e.g. "(0, 1]"; checked before any work."""
+    interval: str
+
+    def __contains__(self, value: float) -> bool:
+        low, high = (float(bound) for bound in self.interval[1:-1].split(","))
+        above = value >= low if self.interval[0] == "[" else value > low
+        below = value <= high if self.interval[-1] == "]" else value < high
+        return above and below  # False for NaN
+
+
+def check_ranges(args) -> None:
+    """Exit with one line if a flag annotated with a Range (and given a value) lies outside it."""
+    for name, hint in get_type_hints(type(args), include_extras=True).items():
+        value = getattr(args, name)
+        for allowed in getattr(hint, "__metadata__", ()):
+            if isinstance(allowed, Range) and value is not None and value not in allowed:
+                sys.exit(f"error: --{name.replace('_', '-')} {value} is outside its range {allowed.interval}")
 
 
 class DatasetError(ValueError):
@@ -113,6 +139,16 @@ def validate_dataset(data: dict[str, np.ndarray], path: str, task: str | None = 
             raise DatasetError(f"{path}: '{key}' contains NaN or inf")
     if n == 0:
         raise DatasetError(f"{path}: the dataset is empty")
+    for key, (low, high) in VALUE_RANGES.items():
+        outside = ((data[key] < low - 1e-6) | (data[key] > high + 1e-6)).reshape(n, -1).any(1)
+        if outside.any():
+            row = int(outside.argmax())
+            raise DatasetError(f"{path}: '{key}' outside [{low:g}, {high:g}] at row {row}: {data[key][row]}")
+    wrong = data["timeouts"] != ((np.arange(n) + 1) % EPISODE_LEN == 0)
+    if wrong.any() or n % EPISODE_LEN:
+        row = int(wrong.argmax()) if wrong.any() else n - 1
+        raise DatasetError(f"{path}: 'timeouts' must mark the last step of each {EPISODE_LEN}-step episode and "
+                           f"nothing else; row {row} is {bool(data['timeouts'][row])}")
     if task is not None:
         if task not in TASKS:
             raise DatasetError(f"{path}: unknown task {task!r}; expected one of {TASKS}")

@@ -57,8 +57,9 @@ HCSAC_ONLY = ("--relabel-every",)  # flags the other scripts do not take
 class Args:
     scale: str = "cpu"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """each in [0, 4294967295]"""
     workers: int = 2
-    """runs in parallel; each gets cpu_count / workers torch threads"""
+    """runs in parallel, in [1, inf); each gets cpu_count / workers torch threads"""
     datasets: list[str] = field(default_factory=lambda: list(DATASETS))
     algorithms: list[str] = field(default_factory=lambda: list(ALGORITHMS))
     data_dir: str = os.path.join(ROOT, "data")
@@ -163,6 +164,11 @@ def execute(run: Run, args: Args, threads: int) -> tuple[Run, int, float]:
 def main(args: Args) -> None:
     if args.scale not in SCALES:
         sys.exit(f"error: unknown scale {args.scale!r}; expected one of {', '.join(SCALES)}")
+    if args.workers < 1:
+        sys.exit(f"error: --workers {args.workers} is outside its range [1, inf)")
+    for seed in args.seeds:
+        if not 0 <= seed <= 2**32 - 1:
+            sys.exit(f"error: --seeds {seed} is outside its range [0, 4294967295]")
     runs = grid(args)
     todo = [r for r in runs if not is_finished(r, args)]
     print(f"{len(runs)} runs in the {args.scale} grid, {len(runs) - len(todo)} already finished, {len(todo)} to do",

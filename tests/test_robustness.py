@@ -141,8 +141,8 @@ def test_bad_dataset(case, tmp_path):
 BAD_FLAGS = {
     "unknown task": (["--task", "jump"], "unknown task 'jump'"),
     "unknown dataset": (["--dataset", "expert"], "unknown dataset 'expert'"),
-    "zero eval episodes": (["--eval-episodes", "0"], "--eval-episodes must be a positive integer, got 0"),
-    "negative epochs": (["--epochs", "-3"], "--epochs must be a positive integer, got -3"),
+    "zero eval episodes": (["--eval-episodes", "0"], "--eval-episodes 0 is outside its range [1, inf)"),
+    "negative epochs": (["--epochs", "-3"], "--epochs -3 is outside its range [1, inf)"),
     "resume without checkpoint": (["--resume", "runs"], "runs: no checkpoint.pt to resume from"),
     "eval-only without checkpoint": (["--eval-only"], "--eval-only needs --checkpoint"),
 }
