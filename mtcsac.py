@@ -24,6 +24,7 @@ import math
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -523,13 +524,14 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
 
     history = {task: [] for task in tasks}  # every evaluation: epoch, step, training seconds, returns
     code = [code_version()]  # one entry per process that trained this run (a resumed run has several)
-    first_epoch, global_step, train_seconds, elapsed_before = 1, 0, 0.0, 0.0
+    first_epoch, global_step, train_seconds, elapsed_before, resume_at = 1, 0, 0.0, 0.0, None
     if checkpoint is not None:  # --resume: continue exactly where the checkpoint left off
         learner.load_state_dict(checkpoint["learner"])
         first_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
         history, train_seconds, elapsed_before = checkpoint["history"], checkpoint["train_seconds"], checkpoint["elapsed"]
         code = checkpoint.get("code", []) + code
         set_rng_states(checkpoint["rng"])
+        resume_at = checkpoint.get("resume_at")  # where a signal stopped the run mid-epoch
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} (step {global_step})", flush=True)
 
     if args.track:
@@ -543,13 +545,24 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     progress = Progress(global_step + (args.epochs - first_epoch + 1) * steps_per_epoch, global_step, device,
                         cpu_scale_flags(args, len(data["observations"])))
     loss_means = MetricMeans()
+
+    def snapshot(completed_epoch: int) -> dict:
+        """Everything --resume needs to continue exactly."""
+        return {"algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": completed_epoch,
+                "global_step": global_step, "history": history, "train_seconds": train_seconds,
+                "elapsed": time.time() - start, "rng": rng_states(), "code": code}
+
+    preemption = Preemption()
     start = time.time() - elapsed_before
     for epoch in range(first_epoch, args.epochs + 1):
         epoch_start = time.time()
         num_transitions = len(data["observations"])
-        permutation = torch.randperm(num_transitions, device=device)
+        if resume_at is not None:  # the epoch a signal interrupted: its batch order, from the next batch on
+            permutation, first_begin, resume_at = resume_at["permutation"].to(device), resume_at["next_begin"], None
+        else:
+            permutation, first_begin = torch.randperm(num_transitions, device=device), 0
         guard = NonFiniteGuard(device)
-        for begin in range(0, num_transitions - args.batch_size + 1, args.batch_size):  # drop the last partial batch
+        for begin in range(first_begin, num_transitions - args.batch_size + 1, args.batch_size):  # drop the last partial batch
             idx = permutation[begin:begin + args.batch_size]
             metrics = update(data["observations"][idx], data["task_ids"][idx], data["actions"][idx],
                              data["rewards"][idx], data["next_observations"][idx])
@@ -559,6 +572,14 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
             if global_step % args.log_every == 0:
                 log_metrics(writer, progress, loss_means.pop(), global_step)
             progress.step(global_step)
+            if preemption.requested:  # SIGTERM or SIGINT: checkpoint after this step, then exit
+                guard.check(epoch, checkpoint_path)
+                train_seconds += time.time() - epoch_start
+                save_checkpoint(checkpoint_path, {**snapshot(epoch - 1), "resume_at": {
+                    "permutation": permutation.cpu(), "next_begin": begin + args.batch_size}})
+                writer.close()
+                raise Preempted(f"{preemption.requested} after gradient step {global_step} (epoch {epoch}); "
+                                f"checkpoint written to {checkpoint_path}; continue with --resume {run_dir}")
         guard.check(epoch, checkpoint_path)  # one host sync per epoch
         progress.end_of_epoch(global_step)
         if device.type == "cuda":
@@ -577,14 +598,12 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
                 writer.add_scalar(f"eval/{task}_return", np.mean(returns), global_step)
                 line += f" {task} {np.mean(returns):.1f}"
                 progress.show(**{task: float(np.mean(returns))})
-            save_checkpoint(checkpoint_path, {
-                "algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": epoch,
-                "global_step": global_step, "history": history, "train_seconds": train_seconds,
-                "elapsed": time.time() - start, "rng": rng_states(), "code": code})
+            save_checkpoint(checkpoint_path, snapshot(epoch))
             eta = (args.epochs - epoch) * (time.time() - start) / epoch
             progress.write(f"{line} | SPS {sps:.1f} | ETA {eta / 60:.1f} min")
 
     progress.close()
+    preemption.release()
     results = {"algorithm": ALGORITHM, "args": asdict(args), "run_name": run_name,
                "gradient_steps": global_step, "wall_time_s": time.time() - start, "device": str(device),
                "code": code, "versions": package_versions(), "tasks": {task: summarize(history[task]) for task in tasks}}
@@ -846,6 +865,33 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL, "try again later": scripts/reproduce.py resumes such a run later
+
+
+class Preempted(RuntimeError):
+    pass
+
+
+class Preemption:
+    """SIGTERM (what SLURM, Ray and Kubernetes send before they kill) or SIGINT (Ctrl-C) asks the run to stop after
+    the current gradient step with a checkpoint. A second Ctrl-C stops it at once; a repeated SIGTERM (a scheduler
+    and scripts/reproduce.py may both send one) changes nothing."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.requested = None
+        self.previous = {sig: signal.signal(sig, self.request) for sig in self.SIGNALS}
+
+    def request(self, signum, frame) -> None:
+        self.requested = self.requested or signal.Signals(signum).name
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    def release(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def check_video_support() -> None:
     """Fail before any work when no offscreen renderer or mp4 writer is there, saying how to get one."""
     if os.environ.get("MUJOCO_GL", "disable") == "disable":
@@ -911,6 +957,9 @@ def main() -> None:
             train(args, checkpoint if args.resume is not None else None)
     except (UsageError, TrainingDiverged) as exc:
         sys.exit(f"error: {exc}")
+    except Preempted as exc:
+        print(f"stopped: {exc}", file=sys.stderr, flush=True)
+        sys.exit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,30 @@
 """Run the Table 1 grid: BC and CSAC per task, MTCSAC and HCSAC per dataset, for a scale and a list of seeds.
 
 Resumable across sittings: a run whose results are in results/<scale>/runs/<run>.json (committed) or
-runs/<scale>/<run>/results.json is skipped, a run that was killed after a checkpoint continues from it
-(--resume), and each finished run's results.json is copied to results/<scale>/runs/ at once, ready to commit.
+runs/<scale>/<run>/results.json is skipped, a run that was killed or preempted after a checkpoint continues
+from it (--resume), and each finished run's results.json is copied to results/<scale>/runs/ at once, ready to
+commit. SIGTERM or Ctrl-C stops every running run after its current gradient step with a checkpoint (exit 75,
+"resume later"); the same command continues the grid.
 
     python scripts/reproduce.py --scale cpu --seeds 0 1 2 --workers 2
+    python scripts/reproduce.py --scale paper --launcher ray --gpus-per-run 0.25        # 4 runs per GPU
+    python scripts/reproduce.py --scale paper --launcher ray --ray-address auto        # an existing Ray cluster
     python scripts/report.py --scale cpu
+
+With --launcher ray every run is one Ray task running the same command; on a cluster the repository (data,
+runs/ and results/) must be at the same path on every node, e.g. on a shared file system.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -51,6 +61,8 @@ SCALES = {
                    "--eval-episodes", "1", "--relabel-every", "1")),
 }
 HCSAC_ONLY = ("--relabel-every",)  # flags the other scripts do not take
+PREEMPTED = 75  # the scripts' exit code after SIGTERM/SIGINT with a checkpoint: resume later, not a failure
+LAUNCHERS = ("local", "ray")
 
 
 @dataclass
@@ -69,6 +81,16 @@ class Args:
     """each finished run's results.json is copied to {results_dir}/{scale}/runs/{run}.json"""
     dry_run: bool = False
     """print the commands of the unfinished runs and stop"""
+    launcher: str = "local"
+    """local (--workers processes on this machine) or ray (one Ray task per run, here or on a Ray cluster)"""
+    ray_address: str | None = None
+    """with --launcher ray: the cluster to join ("auto", or host:port); default: start Ray on this machine"""
+    gpus_per_run: float = 0.0
+    """with --launcher ray, in [0, inf): GPUs per run, fractional to share one (0.25: four runs per GPU)"""
+    cpus_per_run: float = 1.0
+    """with --launcher ray, in (0, inf): CPUs per run (its torch threads: the whole part, at least 1)"""
+    ray_cpus: int | None = None
+    """with --launcher ray and no --ray-address: CPUs of the Ray instance started here (default: all)"""
 
 
 @dataclass
@@ -148,24 +170,125 @@ def is_finished(run: Run, args: Args) -> bool:
         os.path.join(args.workdir, "runs", args.scale, run.name, "results.json"))
 
 
-def execute(run: Run, args: Args, threads: int) -> tuple[Run, int, float]:
+class LocalRuns:
+    """The runs this machine is running, so that SIGTERM or Ctrl-C to the grid reaches each of them once (they
+    checkpoint and exit with PREEMPTED) and queued runs do not start."""
+
+    def __init__(self):
+        self.lock, self.running, self.stopping = threading.Lock(), set(), False
+
+    def stop(self, signum=None, frame=None) -> None:
+        with self.lock:
+            self.stopping = True
+            for process in self.running:
+                process.send_signal(signal.SIGTERM)
+
+    def start(self, popen) -> subprocess.Popen | None:
+        with self.lock:
+            if self.stopping:
+                return None
+            process = popen()
+            self.running.add(process)
+            return process
+
+    def finished(self, process: subprocess.Popen) -> None:
+        with self.lock:
+            self.running.discard(process)
+
+
+def execute(run: Run, args: Args, threads: int, local_runs: LocalRuns | None = None) -> tuple[Run, int, float]:
+    """Run one script to its end (or its preemption); copy its results.json when it finished."""
     run_dir = os.path.join(args.workdir, "runs", args.scale, run.name)
     os.makedirs(run_dir, exist_ok=True)
     start = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with open(os.path.join(run_dir, "stdout.log"), "a") as log:
-        code = subprocess.run(command(run, args), cwd=args.workdir, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        popen = functools.partial(subprocess.Popen, command(run, args), cwd=args.workdir, stdout=log,
+                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)  # signals come from us
+        process = local_runs.start(popen) if local_runs else popen()
+        if process is None:
+            return run, PREEMPTED, 0.0
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:  # a cancelled Ray task: let the run checkpoint before it goes
+            process.send_signal(signal.SIGTERM)
+            code = process.wait()
+        if local_runs:
+            local_runs.finished(process)
+    if code in (-signal.SIGTERM, -signal.SIGINT):  # stopped before it could checkpoint: redone from its last one
+        code = PREEMPTED
     if code == 0:  # ready to commit, so that a later sitting counts the run as done
         os.makedirs(os.path.dirname(finished_results(run, args)), exist_ok=True)
         shutil.copyfile(os.path.join(run_dir, "results.json"), finished_results(run, args))
     return run, code, time.time() - start
 
 
+def describe(run: Run, code: int, seconds: float, start: float) -> str:
+    status = {0: "done", PREEMPTED: "stopped (the same command resumes it from its checkpoint)"}.get(
+        code, f"FAILED (exit {code}, see its stdout.log)")
+    return f"[{(time.time() - start) / 60:6.1f} min] {run.name}: {status} in {seconds / 60:.1f} min"
+
+
+def launch_local(todo: list[Run], args: Args, start: float) -> list[tuple[Run, int]]:
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    local_runs, outcomes = LocalRuns(), []
+    previous = {sig: signal.signal(sig, local_runs.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with ThreadPoolExecutor(args.workers) as pool:
+            for future in as_completed([pool.submit(execute, run, args, threads, local_runs) for run in todo]):
+                run, code, seconds = future.result()
+                print(describe(run, code, seconds, start), flush=True)
+                outcomes.append((run, code))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return outcomes
+
+
+def launch_ray(todo: list[Run], args: Args, start: float) -> list[tuple[Run, int]]:
+    """One Ray task per run, each asking for --cpus-per-run CPUs and --gpus-per-run GPUs; Ray places them."""
+    try:
+        import ray  # only this launcher needs it
+    except ImportError:
+        sys.exit("error: --launcher ray needs Ray: pip install -r requirements.txt")
+    ray.init(address=args.ray_address, num_cpus=None if args.ray_address else args.ray_cpus, include_dashboard=False,
+             log_to_driver=False)
+    task = ray.remote(execute).options(num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run, max_retries=0)
+    threads = max(1, int(args.cpus_per_run))
+    pending = [task.remote(run, args, threads) for run in todo]
+    outcomes = []
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            run, code, seconds = ray.get(done[0])
+            print(describe(run, code, seconds, start), flush=True)
+            outcomes.append((run, code))
+    except KeyboardInterrupt:  # SIGINT or SIGTERM: every running task lets its run checkpoint (see execute)
+        for ref in pending:
+            ray.cancel(ref)
+        for ref in pending:
+            try:
+                run, code, seconds = ray.get(ref)
+                print(describe(run, code, seconds, start), flush=True)
+                outcomes.append((run, code))
+            except (ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError):
+                pass
+    finally:
+        ray.shutdown()
+    return outcomes
+
+
 def main(args: Args) -> None:
     if args.scale not in SCALES:
         sys.exit(f"error: unknown scale {args.scale!r}; expected one of {', '.join(SCALES)}")
+    if args.launcher not in LAUNCHERS:
+        sys.exit(f"error: unknown launcher {args.launcher!r}; expected one of {', '.join(LAUNCHERS)}")
     if args.workers < 1:
         sys.exit(f"error: --workers {args.workers} is outside its range [1, inf)")
+    if not args.gpus_per_run >= 0:
+        sys.exit(f"error: --gpus-per-run {args.gpus_per_run} is outside its range [0, inf)")
+    if not args.cpus_per_run > 0:
+        sys.exit(f"error: --cpus-per-run {args.cpus_per_run} is outside its range (0, inf)")
     for seed in args.seeds:
         if not 0 <= seed <= 2**32 - 1:
             sys.exit(f"error: --seeds {seed} is outside its range [0, 4294967295]")
@@ -177,18 +300,25 @@ def main(args: Args) -> None:
         for run in todo:
             print(" ".join(command(run, args)))
         return
-    threads = max(1, (os.cpu_count() or 1) // args.workers)
-    start, failures = time.time(), []
-    with ThreadPoolExecutor(args.workers) as pool:
-        for future in as_completed([pool.submit(execute, run, args, threads) for run in todo]):
-            run, code, seconds = future.result()
-            status = "done" if code == 0 else f"FAILED (exit {code}, see its stdout.log)"
-            print(f"[{(time.time() - start) / 60:6.1f} min] {run.name}: {status} in {seconds / 60:.1f} min", flush=True)
-            if code != 0:
-                failures.append(run.name)
-    print(f"grid finished in {(time.time() - start) / 60:.1f} min; {len(failures)} failed", flush=True)
+    start = time.time()
+    if args.launcher == "local":
+        outcomes = launch_local(todo, args, start)
+    else:
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: KeyboardInterrupt
+        try:
+            outcomes = launch_ray(todo, args, start)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    failures = [run.name for run, code in outcomes if code not in (0, PREEMPTED)]
+    preempted = [run.name for run, code in outcomes if code == PREEMPTED] + [
+        run.name for run in todo if run.name not in {r.name for r, _ in outcomes}]
+    print(f"grid stopped after {(time.time() - start) / 60:.1f} min; {len(failures)} failed, {len(preempted)} to resume "
+          "(run the same command again)" if preempted else
+          f"grid finished in {(time.time() - start) / 60:.1f} min; {len(failures)} failed", flush=True)
     if failures:
         sys.exit(1)
+    if preempted:
+        sys.exit(PREEMPTED)
 
 
 if __name__ == "__main__":

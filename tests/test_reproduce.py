@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import pytest
 
@@ -36,6 +37,18 @@ def test_grid_and_report(tiny_data_dir, tmp_path):
     assert [e["epoch"] for e in walk["history"]] == [1, 2] and walk["history"][-1]["mean"] == walk["final"]["mean"]
     assert csac_walk["code"][0]["commit"] is None or len(csac_walk["code"][0]["commit"]) == 40
     assert (results / "tiny" / "figure4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The same grid as Ray tasks on a local Ray instance with 2 CPUs: the same runs, the same numbers.
+    ray_results = tmp_path / "ray_results"
+    ray_grid = [*grid[:grid.index("--workdir")], "--workdir", str(tmp_path / "ray"), "--results-dir", str(ray_results),
+                "--launcher", "ray", "--ray-cpus", "2", "--cpus-per-run", "1"]
+    result = run_script("scripts/reproduce.py", *ray_grid, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(os.listdir(ray_results / "tiny" / "runs")) == sorted(os.listdir(results / "tiny" / "runs"))
+    for name in os.listdir(results / "tiny" / "runs"):
+        local, ray = (json.loads((folder / "tiny" / "runs" / name).read_text()) for folder in (results, ray_results))
+        assert {t: e["final"]["returns"] for t, e in local["tasks"].items()} == \
+            {t: e["final"]["returns"] for t, e in ray["tasks"].items()}, name
 
     # Started again, the grid redoes nothing: a run counts as done when its results are in results/ (committed),
     # even where its run folder is gone; with one result removed from both places, only that run is redone.
@@ -74,3 +87,17 @@ def test_report_marks_missing_runs(tiny_data_dir, tmp_path):
     assert walk.count("–") == 3 and "±" in walk  # BC filled, the three others missing, never zero
     replay = next(line for line in ours.splitlines() if line.startswith("| medium-replay | walk"))
     assert replay.count("–") == 4
+
+
+def test_preempted_runs_are_resumed_later_not_failed(tmp_path, monkeypatch, capsys):
+    """A run that exits with 75 (SIGTERM or Ctrl-C, checkpoint written) is reported as 'to resume' and the grid
+    exits with 75 too, so that a scheduler requeues it."""
+    monkeypatch.setattr(reproduce, "command", lambda run, args: [sys.executable, "-c", "import sys; sys.exit(75)"])
+    args = reproduce.Args(scale="tiny", seeds=[0], workers=1, algorithms=["bc"], datasets=["medium"],
+                          workdir=str(tmp_path), results_dir=str(tmp_path / "results"))
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main(args)
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 75 and "0 failed, 2 to resume" in out
+    assert "bc__medium__walk__s0: stopped (the same command resumes it from its checkpoint)" in out
+    assert not (tmp_path / "results" / "tiny" / "runs").exists()  # nothing copied as finished

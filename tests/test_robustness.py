@@ -26,7 +26,7 @@ def final_returns(run_dir) -> dict:
 
 
 @pytest.mark.parametrize("script", SCRIPT_FLAGS)
-def test_killed_run_resumes_to_the_same_results(script, tiny_data_dir, tmp_path):
+def test_killed_or_preempted_run_resumes_to_the_same_results(script, tiny_data_dir, tmp_path):
     flags = ["--data-dir", tiny_data_dir, *SCRIPT_FLAGS[script], *RESUME_FLAGS]
     result = run_script(script, *flags, "--run-name", "whole", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -46,7 +46,28 @@ def test_killed_run_resumes_to_the_same_results(script, tiny_data_dir, tmp_path)
     result = run_script(script, "--resume", "runs/killed", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"resuming runs/killed after epoch {saved_epoch}" in result.stdout
-    resumed, results = final_returns(tmp_path / "runs" / "killed")
+    assert_same_run(tmp_path / "runs" / "killed", expected, whole)
+
+    # SIGTERM (preemption): the run checkpoints after the current gradient step, mid-epoch, and exits with 75.
+    checkpoint = tmp_path / "runs" / "stopped" / "checkpoint.pt"
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *flags, "--run-name", "stopped"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not checkpoint.exists() and process.poll() is None:
+        time.sleep(0.02)
+    first_step = torch.load(checkpoint, weights_only=False)["global_step"]
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate()[1]
+    assert process.returncode == 75, stderr
+    assert "stopped: SIGTERM after gradient step" in stderr and "--resume runs/stopped" in stderr
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["global_step"] > first_step and "resume_at" in saved  # a fresh checkpoint, taken mid-epoch
+    result = run_script(script, "--resume", "runs/stopped", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert_same_run(tmp_path / "runs" / "stopped", expected, whole)
+
+
+def assert_same_run(run_dir, expected, whole):
+    resumed, results = final_returns(run_dir)
     assert resumed == expected
     assert results["gradient_steps"] == whole["gradient_steps"]
     assert results.get("relabel", []) == [] or [e["active_transitions"] for e in results["relabel"]] == \
