@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from walker_data import (ACT_DIM, EPISODE_LEN, MEDIUM_TARGETS, OBS_DIM, TASKS, Range, WalkerEnv, check_ranges,  # noqa: E402
@@ -176,10 +177,16 @@ def main(args: Args) -> None:
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
     buffer = Buffer(min(args.buffer_size, args.total_timesteps))
 
-    start = time.time()
+    start = last_line = time.time()
+    # Progress from the first step: a bar on a terminal, a plain line a minute otherwise (log files stay readable).
+    bar = tqdm(total=args.total_timesteps, unit="step", file=sys.stdout, disable=not sys.stdout.isatty())
     obs, _ = env.reset()
     reached = None
     for global_step in range(1, args.total_timesteps + 1):
+        bar.update()
+        if bar.disable and time.time() - last_line >= 60:
+            print(f"step {global_step} | {global_step / (time.time() - start):.0f} steps/s", flush=True)
+            last_line = time.time()
         if global_step <= args.learning_starts:
             action = env.action_space.sample()
         else:
@@ -217,10 +224,12 @@ def main(args: Args) -> None:
             sps = int(global_step / (time.time() - start))
             writer.add_scalar("eval/return", mean_return, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
-            print(f"step={global_step} eval_return={mean_return:.1f} SPS={sps}", flush=True)
+            bar.write(f"step={global_step} eval_return={mean_return:.1f} SPS={sps}", file=sys.stdout)
+            sys.stdout.flush()
             if mean_return >= target_min:
                 reached = mean_return
                 break
+    bar.close()
     if reached is None:
         sys.exit(f"error: evaluation return never reached {target_min} within {args.total_timesteps} steps")
     if reached > target_max:
