@@ -157,7 +157,6 @@ class WalkerEnv(gym.Env):
         self._env.close()  # frees the renderer; without it osmesa prints tracebacks at exit
 
 
-
 def make_env(task: str, seed: int) -> WalkerEnv:
     return WalkerEnv(task, seed)
 

@@ -157,8 +157,6 @@ def check_args(args: Args) -> None:
             if isinstance(allowed, Range) and getattr(args, name) not in allowed:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} {getattr(args, name)} is outside its range {allowed.interval}")
-    if not 0 < args.relabel_top <= 1:
-        raise UsageError(f"--relabel-top must be in (0, 1], got {args.relabel_top}")
 
 
 # ----------------------------------------------------------------------------------------------- environment
@@ -188,9 +186,6 @@ class WalkerEnv(gym.Env):
 
     def close(self):
         self._env.close()  # frees the renderer; without it osmesa prints tracebacks at exit
-
-
-
 
 
 def make_env(task: str, seed: int) -> WalkerEnv:

@@ -168,13 +168,12 @@ class WalkerEnv(gym.Env):
     def step(self, action):
         time_step = self._env.step(action)
         return self._flatten(time_step.observation), float(time_step.reward), False, time_step.last(), {}
+
     def render(self, height: int = 240, width: int = 320) -> np.ndarray:
         return self._env.physics.render(height, width, camera_id=0)
 
     def close(self):
         self._env.close()  # frees the renderer; without it osmesa prints tracebacks at exit
-
-
 
 
 def make_env(task: str, seed: int) -> WalkerEnv:
