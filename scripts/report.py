@@ -65,10 +65,10 @@ def cell_values(runs: list[dict]) -> dict[tuple[str, str, str], list[float]]:
     return cells
 
 
-def table_rows(stats: dict[tuple[str, str], dict[str, tuple[float, float] | None]]) -> list[str]:
-    """Markdown rows in the seed's layout; the per-dataset average (unless given) is the mean of the two
-    tasks' means and of their stds, as in the seed's table; the best mean of each row in bold; '–' where a
-    run is missing."""
+def table_rows(stats: dict[tuple[str, str], dict[str, tuple | None]], full: int | None = None) -> list[str]:
+    """Markdown rows in the seed's layout from (mean, std[, seeds]) per cell; the per-dataset average (unless
+    given) is the mean of the two tasks' means and of their stds, as in the seed's table; the best mean of each
+    row in bold; '–' where a run is missing; a cell with fewer seeds than `full` says how many."""
     lines = ["| Dataset | Task | " + " | ".join(LABELS[a] for a in ALGORITHMS) + " |", "|---|---|" + "---|" * len(ALGORITHMS)]
     for dataset in DATASETS:
         rows = [(task, stats[(dataset, task)]) for task in TASKS]
@@ -76,7 +76,8 @@ def table_rows(stats: dict[tuple[str, str], dict[str, tuple[float, float] | None
         for algorithm in ALGORITHMS:
             pairs = [row[algorithm] for _, row in rows]
             if algorithm not in average:
-                average[algorithm] = None if None in pairs else tuple(np.mean(pairs, axis=0))
+                average[algorithm] = None if None in pairs else (*np.mean([p[:2] for p in pairs], axis=0),
+                                                                   *[min(p[2] for p in pairs)][:len(pairs[0]) - 2])
         for label, row in rows + [("average", average)]:
             present = [row[a][0] for a in ALGORITHMS if row[a] is not None]
             best = max(present) if present else None
@@ -85,8 +86,11 @@ def table_rows(stats: dict[tuple[str, str], dict[str, tuple[float, float] | None
                 if row[algorithm] is None:
                     cells.append("–")
                     continue
-                text = f"{row[algorithm][0]:.2f} ± {row[algorithm][1]:.2f}"
-                cells.append(f"**{text}**" if row[algorithm][0] == best else text)
+                mean, std, *seeds = row[algorithm]  # ours carry their number of seeds, the seed report's do not
+                text = f"{mean:.2f} (1 seed)" if seeds == [1] else f"{mean:.2f} ± {std:.2f}"
+                if seeds and seeds[0] > 1 and seeds[0] != full:
+                    text += f" ({seeds[0]} seeds)"
+                cells.append(f"**{text}**" if mean == best else text)
             lines.append(f"| {dataset} | {label} | " + " | ".join(cells) + " |")
     return lines
 
@@ -137,7 +141,8 @@ def plot(curve_data, path: str, title: str) -> None:
             ax.set_xlabel("gradient steps")
             ax.set_ylabel("evaluation return")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -151,21 +156,21 @@ def main(args: Args) -> None:
         raise SystemExit(f"error: {out_dir}/runs: no finished runs to report (scripts/reproduce.py puts them there)")
 
     cells = cell_values(runs)
-    ours = {(d, t): {a: (float(np.mean(cells[(d, t, a)])), float(np.std(cells[(d, t, a)]))) if cells.get((d, t, a)) else None
-                     for a in ALGORITHMS} for d in DATASETS for t in TASKS}
-    seed_counts = " to ".join(str(n) for n in sorted({len(v) for v in cells.values()}))
+    ours = {(d, t): {a: (float(np.mean(cells[(d, t, a)])), float(np.std(cells[(d, t, a)])), len(cells[(d, t, a)]))
+                     if cells.get((d, t, a)) else None for a in ALGORITHMS} for d in DATASETS for t in TASKS}
+    full = max(len(v) for v in cells.values())
     scale = SCALES.get(args.scale)
-    flags = " ".join(scale.flags) if scale and scale.flags else "(none: the scripts' defaults, the paper's hyperparameters)"
+    flags = f"`{' '.join(scale.flags)}`" if scale and scale.flags else "none (the scripts' defaults: the paper's)"
     if scale and scale.steps:
-        flags += f"`; a budget of {scale.steps} gradient steps per run (turned into `--epochs` per run, see below)"
+        flags += f"; a budget of {scale.steps} gradient steps per run (turned into `--epochs` per run, see below)"
     commits = sorted({c["commit"][:10] + ("+dirty" if c["dirty"] else "") for r in runs for c in r.get("code", [])
                       if c.get("commit")})
     lines = [f"# Table 1, scale `{args.scale}`", "",
-             f"Final evaluation return (mean ± std over seeds of each run's last evaluation, {seed_counts} seeds per "
-             f"cell); every evaluation is 10 episodes per task unless the flags say otherwise. Made by "
+             f"Final evaluation return (mean ± std over seeds of each run's last evaluation, up to {full} seed(s) per "
+             f"cell; a cell with fewer says how many); every evaluation is 10 episodes per task unless the flags say otherwise. Made by "
              f"`python scripts/reproduce.py --scale {args.scale}` then `python scripts/report.py --scale {args.scale}`.",
-             "", f"Scale flags: `{flags}`", "", f"Code: commit(s) {', '.join(commits) or 'not recorded'}.", "",
-             *table_rows(ours), "",
+             "", f"Scale flags: {flags}.", "", f"Code: commit(s) {', '.join(commits) or 'not recorded'}.", "",
+             *table_rows(ours, full), "",
              "## The seed report's Table 1 (5 seeds, its own datasets, 1000 epochs at the paper's size)", "",
              *table_rows(SEED_TABLE), "", "## Cost of each run", "", *run_costs(runs), ""]
     with open(os.path.join(out_dir, "table1.md"), "w") as f:

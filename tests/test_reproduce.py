@@ -28,12 +28,12 @@ def test_grid_and_report(tiny_data_dir, tmp_path):
     assert len(rows) == 6  # 2 datasets x (walk, run, average)
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")][2:]
-        assert len(cells) == 4 and all("±" in c for c in cells), row
+        assert len(cells) == 4 and all("(1 seed)" in c for c in cells), row
     # the numbers are the runs' own final evaluations, and each run's file has its whole evaluation history
     with open(results / "tiny" / "runs" / "csac__medium__walk__s0.json") as f:
         csac_walk = json.load(f)
     walk = csac_walk["tasks"]["walk"]
-    assert f"{walk['final']['mean']:.2f} ± 0.00" in rows[0]
+    assert f"{walk['final']['mean']:.2f} (1 seed)" in rows[0]
     assert [e["epoch"] for e in walk["history"]] == [1, 2] and walk["history"][-1]["mean"] == walk["final"]["mean"]
     assert csac_walk["code"][0]["commit"] is None or len(csac_walk["code"][0]["commit"]) == 40
     assert (results / "tiny" / "figure4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -84,7 +84,7 @@ def test_report_marks_missing_runs(tiny_data_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     ours = (results / "tiny" / "table1.md").read_text().split("## The seed report")[0]
     walk = next(line for line in ours.splitlines() if line.startswith("| medium | walk"))
-    assert walk.count("–") == 3 and "±" in walk  # BC filled, the three others missing, never zero
+    assert walk.count("–") == 3 and "(1 seed)" in walk  # BC filled, the three others missing, never zero
     replay = next(line for line in ours.splitlines() if line.startswith("| medium-replay | walk"))
     assert replay.count("–") == 4
 
@@ -101,3 +101,12 @@ def test_preempted_runs_are_resumed_later_not_failed(tmp_path, monkeypatch, caps
     assert exit_info.value.code == 75 and "0 failed, 2 to resume" in out
     assert "bc__medium__walk__s0: stopped (the same command resumes it from its checkpoint)" in out
     assert not (tmp_path / "results" / "tiny" / "runs").exists()  # nothing copied as finished
+
+
+def test_table_cells_say_how_many_seeds():
+    import report
+
+    row = {"bc": (500.0, 10.0, 3), "csac": (400.0, 0.0, 1), "mtcsac": (450.0, 5.0, 2), "hcsac": None}
+    stats = {(d, t): dict(row) for d in reproduce.DATASETS for t in reproduce.TASKS}
+    walk = report.table_rows(stats, full=3)[2]
+    assert walk == "| medium | walk | **500.00 ± 10.00** | 400.00 (1 seed) | 450.00 ± 5.00 (2 seeds) | – |"
