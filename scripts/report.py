@@ -135,7 +135,8 @@ def plot(curve_data, path: str, title: str) -> None:
                 steps = np.mean([s[:length] for s, _ in seeds], axis=0)
                 values = np.array([v[:length] for _, v in seeds])
                 mean, std = values.mean(0), values.std(0)
-                ax.plot(steps, mean, color=COLORS[algorithm], label=f"{LABELS[algorithm]} ({len(seeds)} seeds)")
+                ax.plot(steps, mean, color=COLORS[algorithm],
+                        label=f"{LABELS[algorithm]} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
                 ax.fill_between(steps, mean - std, mean + std, color=COLORS[algorithm], alpha=0.2)
             ax.set_title(f"walker {task}, {dataset}")
             ax.set_xlabel("gradient steps")
@@ -143,6 +144,8 @@ def plot(curve_data, path: str, title: str) -> None:
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
+            else:
+                ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
