@@ -214,12 +214,15 @@ def load_dataset(path: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as npz:
             stored = {key: npz[key] for key in {*DATASET_KEYS, *VALUE_RANGES, "terminals", "timeouts"} & set(npz.files)}
-        data = {key: np.asarray(stored[key], np.float32) for key in DATASET_KEYS if key in stored}
     except Exception as exc:  # BadZipFile, truncated file, pickled objects...
         raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
-    missing = [key for key in DATASET_KEYS if key not in data]
+    missing = [key for key in DATASET_KEYS if key not in stored]
     if missing:
         raise DatasetError(f"{path}: missing key(s) {missing}")
+    for key, values in stored.items():
+        if values.dtype.kind not in "biuf":  # strings, objects, complex numbers
+            raise DatasetError(f"{path}: '{key}' has dtype {values.dtype}, expected numbers")
+    data = {key: stored[key].astype(np.float32) for key in DATASET_KEYS}
     n = len(data["observations"])
     for key, shape in DATASET_KEYS.items():
         if data[key].shape != (n, *shape):

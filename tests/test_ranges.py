@@ -130,6 +130,7 @@ BAD_VALUES = {
     "rewards_run outside": (lambda d: d["rewards_run"].__setitem__(11, 3.0), "'rewards_run' outside [0, 1] at row 11"),
     "rewards_walk outside": (lambda d: d["rewards_walk"].__setitem__(12, -1.0),
                              "'rewards_walk' outside [0, 1] at row 12"),
+    "text actions": (lambda d: d.update(actions=d["actions"].astype(str)), "'actions' has dtype <U"),
     "timeouts not boolean": (lambda d: d.update(timeouts=d["timeouts"].astype(np.float32)),
                              "'timeouts' has dtype float32, expected bool"),
     "terminals not boolean": (lambda d: d.update(terminals=d["terminals"].astype(np.int8)),
@@ -159,7 +160,8 @@ def test_algorithm_scripts_refuse_values_they_cannot_use(module, case, tmp_path)
     assert str(error.value).startswith(path) and BAD_VALUES[case][1] in str(error.value)
 
 
-DATA_TOOL_CASES = [case for case in BAD_VALUES if "not boolean" not in case and case != "integer actions"]
+DATA_TOOL_CASES = [case for case in BAD_VALUES if "not boolean" not in case and case not in ("integer actions",
+                                                                                            "text actions")]
 
 
 @pytest.mark.parametrize("case", DATA_TOOL_CASES)  # the data tools already demand exact dtypes (test_data.py)
