@@ -49,12 +49,13 @@ def main() -> None:
             lines.append(f"| {name} ({task}) | {curve} | {returns[-1]:.1f} | {minutes[-1]:.1f} |")
             by_variant[re.sub(r"_s\d+$", "", name) + f" ({task})"].append(history)
     lines += ["", "Per variant, over its seeds: the final return, the mean of every evaluation from 10k steps on (less "
-              "noisy than one final evaluation) and the first step whose evaluation reached 300.", "",
+              "noisy than one final evaluation) and the first step (training minutes) whose evaluation reached 300.", "",
               "| variant | seeds | final (mean) | mean return from 10k steps | first step >= 300 |", "|---|---|---|---|---|"]
     for variant, histories in sorted(by_variant.items()):
         finals = [h[-1]["mean"] for h in histories]
         late = [np.mean([e["mean"] for e in h if e["step"] >= 10_000]) for h in histories]
-        first = [next((f"{e['step'] / 1000:.1f}k" for e in h if e["mean"] >= 300), "never") for h in histories]
+        first = [next((f"{e['step'] / 1000:.1f}k ({e['train_seconds'] / 60:.1f} min)" for e in h if e["mean"] >= 300),
+                      "never") for h in histories]
         lines.append(f"| {variant} | {len(histories)} | {np.mean(finals):.0f} ({', '.join(f'{x:.0f}' for x in finals)}) "
                      f"| {np.mean(late):.0f} ({', '.join(f'{x:.0f}' for x in late)}) | {', '.join(first)} |")
     for ax, label in ((by_steps, "gradient steps"), (by_minutes, "training minutes (one thread, two runs side by side)")):
