@@ -52,12 +52,14 @@ class Range:
 
 
 def check_ranges(args) -> None:
-    """Exit with one line if a flag annotated with a Range (and given a value) lies outside it."""
+    """Exit with one line if a flag annotated with a Range (and given a value; each value of a list flag) lies
+    outside it."""
     for name, hint in get_type_hints(type(args), include_extras=True).items():
-        value = getattr(args, name)
+        values = getattr(args, name)
         for allowed in getattr(hint, "__metadata__", ()):
-            if isinstance(allowed, Range) and value is not None and value not in allowed:
-                sys.exit(f"error: --{name.replace('_', '-')} {value} is outside its range {allowed.interval}")
+            for value in values if isinstance(values, (list, tuple)) else [values]:
+                if isinstance(allowed, Range) and value is not None and value not in allowed:
+                    sys.exit(f"error: --{name.replace('_', '-')} {value} is outside its range {allowed.interval}")
 
 
 class DatasetError(ValueError):

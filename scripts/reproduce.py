@@ -28,11 +28,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "data"))
+from walker_data import Range, check_ranges  # noqa: E402  (the flag ranges of the data tools, shared)
 TASKS = ("walk", "run")
 DATASETS = ("medium", "medium-replay")
 ALGORITHMS = ("bc", "csac", "mtcsac", "hcsac")
@@ -68,9 +71,9 @@ LAUNCHERS = ("local", "ray")
 @dataclass
 class Args:
     scale: str = "cpu"
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: Annotated[list[int], Range("[0, 4294967295]")] = field(default_factory=lambda: [0, 1, 2])
     """each in [0, 4294967295]"""
-    workers: int = 2
+    workers: Annotated[int, Range("[1, inf)")] = 2
     """runs in parallel, in [1, inf); each gets cpu_count / workers torch threads"""
     datasets: list[str] = field(default_factory=lambda: list(DATASETS))
     algorithms: list[str] = field(default_factory=lambda: list(ALGORITHMS))
@@ -85,12 +88,12 @@ class Args:
     """local (--workers processes on this machine) or ray (one Ray task per run, here or on a Ray cluster)"""
     ray_address: str | None = None
     """with --launcher ray: the cluster to join ("auto", or host:port); default: start Ray on this machine"""
-    gpus_per_run: float = 0.0
+    gpus_per_run: Annotated[float, Range("[0, inf)")] = 0.0
     """with --launcher ray, in [0, inf): GPUs per run, fractional to share one (0.25: four runs per GPU)"""
-    cpus_per_run: float = 1.0
+    cpus_per_run: Annotated[float, Range("(0, inf)")] = 1.0
     """with --launcher ray, in (0, inf): CPUs per run (its torch threads: the whole part, at least 1)"""
-    ray_cpus: int | None = None
-    """with --launcher ray and no --ray-address: CPUs of the Ray instance started here (default: all)"""
+    ray_cpus: Annotated[int | None, Range("[1, inf)")] = None
+    """with --launcher ray and no --ray-address, in [1, inf): CPUs of the Ray instance started here (default: all)"""
 
 
 @dataclass
@@ -283,15 +286,7 @@ def main(args: Args) -> None:
         sys.exit(f"error: unknown scale {args.scale!r}; expected one of {', '.join(SCALES)}")
     if args.launcher not in LAUNCHERS:
         sys.exit(f"error: unknown launcher {args.launcher!r}; expected one of {', '.join(LAUNCHERS)}")
-    if args.workers < 1:
-        sys.exit(f"error: --workers {args.workers} is outside its range [1, inf)")
-    if not args.gpus_per_run >= 0:
-        sys.exit(f"error: --gpus-per-run {args.gpus_per_run} is outside its range [0, inf)")
-    if not args.cpus_per_run > 0:
-        sys.exit(f"error: --cpus-per-run {args.cpus_per_run} is outside its range (0, inf)")
-    for seed in args.seeds:
-        if not 0 <= seed <= 2**32 - 1:
-            sys.exit(f"error: --seeds {seed} is outside its range [0, 4294967295]")
+    check_ranges(args)
     runs = grid(args)
     todo = [r for r in runs if not is_finished(r, args)]
     print(f"{len(runs)} runs in the {args.scale} grid, {len(runs) - len(todo)} already finished, {len(todo)} to do",

@@ -16,6 +16,7 @@ import convert_utds
 import csac
 import hcsac
 import mtcsac
+import reproduce
 import walker_data
 
 # The ranges we mean, written out here so that a script whose range drifts fails.
@@ -35,6 +36,8 @@ EXPECTED = {
                   "eval_every": "[1000, inf)", "eval_episodes": "[1, inf)", "medium_episodes": "[1, inf)",
                   "medium_target_min": "[0, 1000]", "medium_target_max": "[0, 1000]", "torch_threads": "[1, inf)"},
     convert_utds: {"reward_tolerance": "[0, inf)"},
+    reproduce: {"seeds": "[0, 4294967295]", "workers": "[1, inf)", "gpus_per_run": "[0, inf)",
+                "cpus_per_run": "(0, inf)", "ray_cpus": "[1, inf)"},
 }
 ALGORITHMS = (bc, csac, mtcsac, hcsac)
 
@@ -61,7 +64,7 @@ def cases():
     for module, expected in EXPECTED.items():
         defaults = module.Args.__dataclass_fields__
         for name, interval in expected.items():
-            integer = isinstance(defaults[name].default, int)
+            integer = isinstance(defaults[name].default, int) or name in ("seeds", "ray_cpus")
             for value in outside_values(interval, integer):
                 yield pytest.param(module, name, interval, value, id=f"{module.__name__}-{name}={value}")
 
