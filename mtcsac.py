@@ -546,7 +546,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
 
     progress = Progress(global_step + (args.epochs - first_epoch + 1) * steps_per_epoch, global_step, device,
                         cpu_scale_flags(args, len(data["observations"])))
-    loss_means = MetricMeans()
+    step_metrics = StepMetrics(device)
 
     def snapshot(completed_epoch: int) -> dict:
         """Everything --resume needs to continue exactly."""
@@ -563,26 +563,24 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
             permutation, first_begin, resume_at = resume_at["permutation"].to(device), resume_at["next_begin"], None
         else:
             permutation, first_begin = torch.randperm(num_transitions, device=device), 0
-        guard = NonFiniteGuard(device)
         for begin in range(first_begin, num_transitions - args.batch_size + 1, args.batch_size):  # drop the last partial batch
             idx = permutation[begin:begin + args.batch_size]
             metrics = update(data["observations"][idx], data["task_ids"][idx], data["actions"][idx],
                              data["rewards"][idx], data["next_observations"][idx])
             global_step += 1
-            guard.observe(metrics, global_step)
-            loss_means.add(metrics)
+            step_metrics.observe(metrics, global_step)
             if global_step % args.log_every == 0:
-                log_metrics(writer, progress, loss_means.pop(), global_step)
+                log_metrics(writer, progress, step_metrics.pop_means(), global_step)
             progress.step(global_step)
             if preemption.requested:  # SIGTERM or SIGINT: checkpoint after this step, then exit
-                guard.check(epoch, checkpoint_path)
+                step_metrics.check(epoch, checkpoint_path)
                 train_seconds += time.time() - epoch_start
                 save_checkpoint(checkpoint_path, {**snapshot(epoch - 1), "resume_at": {
                     "permutation": permutation.cpu(), "next_begin": begin + args.batch_size}})
                 writer.close()
                 raise Preempted(f"{preemption.requested} after gradient step {global_step} (epoch {epoch}); "
                                 f"checkpoint written to {checkpoint_path}; continue with --resume {run_dir}")
-        guard.check(epoch, checkpoint_path)  # one host sync per epoch
+        step_metrics.check(epoch, checkpoint_path)  # one host sync per epoch
         progress.end_of_epoch(global_step)
         if device.type == "cuda":
             torch.cuda.synchronize()  # so that the epoch's time includes its queued kernels
@@ -590,8 +588,8 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
         if epoch % args.eval_every == 0 or epoch == args.epochs:
             sps = global_step / train_seconds
             writer.add_scalar("charts/SPS", sps, global_step)
-            if loss_means.count:
-                log_metrics(writer, progress, loss_means.pop(), global_step)
+            if step_metrics.count:
+                log_metrics(writer, progress, step_metrics.pop_means(), global_step)
             line = f"epoch {epoch}/{args.epochs} step {global_step}"
             for task in tasks:
                 returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device)
@@ -619,8 +617,8 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
 
 
 # ======================================================================================================
-# Machinery, not the algorithm: checkpoints and resume, the run's bookkeeping, progress and loss means, the
-# non-finite guard, CPU memory, video, evaluation only.
+# Machinery, not the algorithm: checkpoints and resume, the run's bookkeeping, progress,
+# per-step metrics (means, non-finite guard), CPU memory, video, evaluation only.
 # ======================================================================================================
 RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model", "compile", "log_every"}  # may differ on --resume
 EVAL_ONLY_CHANGES = RESUMABLE_CHANGES | {"eval_only", "checkpoint", "eval_episodes", "seed", "capture_video",
@@ -801,24 +799,6 @@ def cpu_scale_flags(args: Args, num_transitions: int) -> str:
     return f"--hidden-dim 256 --num-layers 2 --batch-size 256 --bf16 --epochs {epochs} --eval-every {round(epochs / 10)}"
 
 
-class MetricMeans:
-    """Sums every step's metrics on the device (no host sync), so that a logged value is the mean over the steps
-    since the previous log rather than the last batch's."""
-
-    def __init__(self):
-        self.sums, self.count, self.names = None, 0, []
-
-    def add(self, metrics: dict[str, torch.Tensor]) -> None:
-        values = torch.stack([v.detach().float() for v in metrics.values()])
-        self.sums = values if self.sums is None else self.sums + values
-        self.count, self.names = self.count + 1, list(metrics)
-
-    def pop(self) -> dict[str, float]:
-        means = dict(zip(self.names, (self.sums / self.count).tolist()))
-        self.sums, self.count = None, 0
-        return means
-
-
 SHOWN_METRICS = ("critic_loss", "actor_loss", "loss", "alpha")  # beside the progress bar; tensorboard has all
 
 
@@ -840,19 +820,27 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, 1 << 30)
 
 
-class NonFiniteGuard:
-    """Remembers, on the device and without a host sync, the first step whose metrics were NaN or inf."""
+class StepMetrics:
+    """Every step's metrics, kept on the device without a host sync: their sums since the last log (a logged value
+    is the mean over those steps, not the last batch's) and the first step whose metrics were NaN or inf."""
 
     def __init__(self, device: torch.device):
-        self.first_bad_step = torch.tensor(-1, device=device)
-        self.bad_metrics = None
+        self.sums, self.count, self.names = None, 0, []
+        self.first_bad_step, self.bad_metrics = torch.tensor(-1, device=device), None
 
     def observe(self, metrics: dict[str, torch.Tensor], step: int) -> None:
-        finite = torch.isfinite(torch.stack([v.float() for v in metrics.values()]))
+        values = torch.stack([v.detach().float() for v in metrics.values()])
+        self.sums = values if self.sums is None else self.sums + values
+        self.count, self.names = self.count + 1, list(metrics)
+        finite = torch.isfinite(values)
         newly_bad = (self.first_bad_step < 0) & ~finite.all()
         self.first_bad_step = torch.where(newly_bad, step, self.first_bad_step)
         self.bad_metrics = ~finite if self.bad_metrics is None else torch.where(newly_bad, ~finite, self.bad_metrics)
-        self.names = list(metrics)
+
+    def pop_means(self) -> dict[str, float]:
+        means = dict(zip(self.names, (self.sums / self.count).tolist()))
+        self.sums, self.count = None, 0
+        return means
 
     def check(self, epoch: int, checkpoint_path: str) -> None:
         step = int(self.first_bad_step)

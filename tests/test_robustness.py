@@ -99,7 +99,7 @@ def test_capture_video_without_a_renderer_says_what_is_missing(tiny_data_dir, tm
 
 
 def test_nan_guard_names_the_first_bad_step_and_loss():
-    guard = csac.NonFiniteGuard(torch.device("cpu"))
+    guard = csac.StepMetrics(torch.device("cpu"))
     finite = {"critic_loss": torch.tensor(1.0), "actor_loss": torch.tensor(2.0)}
     guard.observe(finite, 1)
     guard.check(epoch=1, checkpoint_path="absent.pt")  # nothing bad yet
@@ -108,6 +108,15 @@ def test_nan_guard_names_the_first_bad_step_and_loss():
     guard.observe(finite, 4)
     with pytest.raises(csac.TrainingDiverged, match=r"non-finite critic_loss at gradient step 2 \(epoch 7\)"):
         guard.check(epoch=7, checkpoint_path="absent.pt")
+
+
+def test_step_metrics_are_means_since_the_last_pop():
+    metrics = csac.StepMetrics(torch.device("cpu"))
+    for step, loss in enumerate([1.0, 2.0, 6.0], start=1):
+        metrics.observe({"critic_loss": torch.tensor(loss), "alpha": torch.tensor(0.5)}, step)
+    assert metrics.pop_means() == {"critic_loss": 3.0, "alpha": 0.5} and metrics.count == 0
+    metrics.observe({"critic_loss": torch.tensor(4.0), "alpha": torch.tensor(1.0)}, 4)
+    assert metrics.pop_means() == {"critic_loss": 4.0, "alpha": 1.0}
 
 
 def test_diverging_run_stops_with_a_message(tiny_data_dir, tmp_path):
