@@ -595,9 +595,6 @@ class Progress:
         if self.interactive:
             self.bar.set_postfix(self.postfix, refresh=False)
 
-    def set_total(self, total_steps: int) -> None:
-        self.total_steps = self.bar.total = total_steps
-
     def write(self, line: str) -> None:
         if self.interactive:
             self.bar.write(line, file=sys.stdout)  # above the bar, which stays at the bottom
@@ -619,7 +616,8 @@ def cpu_scale_flags(args: Args, num_transitions: int) -> str:
     if args.hidden_dim <= 256 and args.num_layers <= 2 and args.batch_size <= 256:
         return ""
     epochs = math.ceil(30_000 / (num_transitions // 256))
-    return f"--hidden-dim 256 --num-layers 2 --batch-size 256 --bf16 --epochs {epochs} --eval-every {round(epochs / 10)}"
+    every = max(1, round(epochs / 10))  # about 10 evaluations per run, as at that scale
+    return f"--hidden-dim 256 --num-layers 2 --batch-size 256 --bf16 --epochs {epochs} --eval-every {every}"
 
 
 SHOWN_METRICS = ("critic_loss", "actor_loss", "loss", "alpha")  # beside the progress bar; tensorboard has all

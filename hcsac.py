@@ -895,8 +895,9 @@ def cpu_scale_flags(args: Args, num_transitions: int) -> str:
     if args.hidden_dim <= 256 and args.num_layers <= 2 and args.batch_size <= 256:
         return ""
     epochs = math.ceil(30_000 / (num_transitions // 256))
-    return (f"--hidden-dim 256 --num-layers 2 --batch-size 256 --bf16 --epochs {epochs} --eval-every {round(epochs / 10)} "
-            f"--relabel-every {round(epochs / 10)}")
+    every = max(1, round(epochs / 10))  # about 10 evaluations and relabelings per run, as at that scale
+    return (f"--hidden-dim 256 --num-layers 2 --batch-size 256 --bf16 --epochs {epochs} --eval-every {every} "
+            f"--relabel-every {every}")
 
 
 SHOWN_METRICS = ("critic_loss", "actor_loss", "loss", "alpha")  # beside the progress bar; tensorboard has all

@@ -16,7 +16,11 @@ import pytest
 import torch
 from conftest import ROOT, TASK_FLAGS, TINY_FLAGS
 
+import bc
 import csac
+import hcsac
+import mtcsac
+import reproduce
 
 
 def run_in_terminal(script: str, *flags: str, cwd, timeout: float = 300) -> str:
@@ -100,3 +104,16 @@ def test_logged_loss_is_the_mean_of_the_steps_since_the_previous_log(tiny_data_d
     assert logged[2] != pytest.approx(per_step[1]["critic_loss"], rel=1e-5)  # a mean, not the last batch
     alpha = {event.step: event.value for event in events.Scalars("charts/alpha")}
     assert alpha[4] == pytest.approx((per_step[2]["alpha"] + per_step[3]["alpha"]) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("module,run", [(bc, reproduce.Run("bc", "medium", 0, "walk")),
+                                        (csac, reproduce.Run("csac", "medium-replay", 0, "run")),
+                                        (mtcsac, reproduce.Run("mtcsac", "medium", 0, None)),
+                                        (hcsac, reproduce.Run("hcsac", "medium-replay", 0, None))],
+                         ids=lambda x: getattr(x, "__name__", ""))
+def test_slow_run_hint_gives_the_flags_of_reproduces_cpu_scale(module, run):
+    """The scripts stand alone, so their hint repeats the cpu scale; this keeps the two the same."""
+    data_dir = os.path.join(reproduce.ROOT, "data")
+    expected = " ".join(reproduce.scale_flags("cpu", run, data_dir))
+    assert module.cpu_scale_flags(module.Args(), reproduce.num_transitions(run, data_dir)) == expected
+    assert module.cpu_scale_flags(module.Args(hidden_dim=256, num_layers=2, batch_size=256), 50_000) == ""
