@@ -197,3 +197,32 @@ def test_update_matches_a_plain_reference_computation(monkeypatch):
     for got, want in zip(captured["grads"], expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     assert any(not torch.equal(a, b) for a, b in zip(critic_before, learner.critic.parameters()))
+
+
+@pytest.mark.parametrize("module", [csac, mtcsac, hcsac], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_critic_fused_cpu_layers_equal_the_plain_ensemble(module, bf16, monkeypatch):
+    """The CPU speed path (ReLU fused into oneDNN's matmul, member by member) gives the plain path's Q-values and
+    gradients, for the critic's parameters and for the actions (the actor's loss differentiates through them)."""
+    if not module.onednn_fusion_applies(torch.zeros(1)):
+        pytest.skip("no oneDNN on this machine")
+    torch.manual_seed(0)
+    extra = {} if module is csac else {"task_embedding": "add"}
+    critic = module.Critic(hidden_dim=32, num_layers=2, **extra)
+    obs, actions = torch.randn(16, 24), (torch.rand(5, 16, 6) * 2 - 1).requires_grad_()
+    inputs = (obs, actions) if module is csac else (obs, torch.randint(0, 2, (16,)), actions)
+
+    def q_and_grads():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            q = critic(*inputs)
+        grads = torch.autograd.grad((q.float() ** 2).sum(), [actions, *critic.parameters()])
+        return q, grads
+
+    fused_q, fused_grads = q_and_grads()
+    monkeypatch.setattr(module, "onednn_fusion_applies", lambda x: False)
+    plain_q, plain_grads = q_and_grads()
+    assert fused_q.dtype == plain_q.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    tolerance = {"rtol": 2e-2, "atol": 1e-2} if bf16 else {}  # bf16: a few roundings apart at most
+    torch.testing.assert_close(fused_q, plain_q, **tolerance)
+    for fused, plain in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(fused, plain, **tolerance)
