@@ -27,6 +27,7 @@ import tempfile
 import time
 import types
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import tyro
@@ -36,6 +37,9 @@ import bc  # noqa: E402
 import csac  # noqa: E402
 import hcsac  # noqa: E402
 import mtcsac  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data"))
+from walker_data import Range, check_ranges  # noqa: E402  (the flag ranges of the data tools, shared)
 
 MODULES = {"bc": bc, "csac": csac, "mtcsac": mtcsac, "hcsac": hcsac}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,16 +53,21 @@ class Args:
     algorithms: list[str] = field(default_factory=lambda: list(MODULES))
     sizes: list[str] = field(default_factory=lambda: list(SIZES))
     precisions: list[str] = field(default_factory=lambda: ["fp32", "bf16"])
-    repeats: int = 20
-    """timed updates per row (the median is reported)"""
-    warmup: int = 3
+    repeats: Annotated[int, Range("[1, inf)")] = 20
+    """timed updates per row (the median is reported), in [1, inf)"""
+    rounds: Annotated[int, Range("[1, inf)")] = 3
+    """--against and --corl-cql: rounds of alternating timings; each ratio is the median of the rounds' ratios, so
+    that a shared machine whose speed drifts during the run compares like with like; in [1, inf)"""
+    warmup: Annotated[int, Range("[0, inf)")] = 3
+    """untimed updates first, in [0, inf)"""
     cuda: bool = True
     """also benchmark CUDA when it is available"""
-    relabel_rows: int = 200_000
-    """transitions in the relabeling pass (random data of the real shapes)"""
-    eval_episodes: int = 10
-    threads: int | None = None
-    """torch CPU threads (default: torch's own choice)"""
+    relabel_rows: Annotated[int, Range("[1, inf)")] = 200_000
+    """transitions in the relabeling pass (random data of the real shapes), in [1, inf)"""
+    eval_episodes: Annotated[int, Range("[1, inf)")] = 10
+    """episodes of the evaluation round, in [1, inf)"""
+    threads: Annotated[int | None, Range("[1, inf)")] = None
+    """torch CPU threads, in [1, inf) (default: torch's own choice)"""
     compile: bool = False
     """time the update under torch.compile, as the scripts' --compile does (the compile itself excluded)"""
     against: str | None = None
@@ -188,8 +197,14 @@ def time_in_fresh_process(path: str, size: dict, bf16: bool, args: Args) -> floa
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def median_ratio(slower: list[float], faster: list[float]) -> float:
+    """The median over rounds of each round's ratio (the two timings of a round ran back to back)."""
+    return statistics.median(a / b for a, b in zip(slower, faster))
+
+
 def compare_with_revision(args: Args) -> None:
-    """csac.py at --against REV and today's, alternating fresh processes (3 each), median of their medians."""
+    """csac.py at --against REV and today's in alternating fresh processes; ms are medians over the rounds, the
+    speed-up is the median of the rounds' ratios."""
     with tempfile.TemporaryDirectory() as tmp:
         old_path = os.path.join(tmp, "csac_at_revision.py")
         try:
@@ -206,11 +221,11 @@ def compare_with_revision(args: Args) -> None:
         for size in args.sizes:
             for precision in args.precisions:
                 old, new = [], []
-                for _ in range(3):
+                for _ in range(args.rounds):
                     old.append(time_in_fresh_process(old_path, SIZES[size], precision == "bf16", args))
                     new.append(time_in_fresh_process(os.path.join(ROOT, "csac.py"), SIZES[size], precision == "bf16", args))
-                old_s, new_s = statistics.median(old), statistics.median(new)
-                print(f"| {size} | {precision} | {old_s * 1e3:.1f} | {new_s * 1e3:.1f} | {old_s / new_s:.2f}x |", flush=True)
+                print(f"| {size} | {precision} | {statistics.median(old) * 1e3:.1f} | {statistics.median(new) * 1e3:.1f} | "
+                      f"{median_ratio(old, new):.2f}x |", flush=True)
 
 
 def stub_attribute(name: str):
@@ -280,14 +295,14 @@ def compare_with_corl(args: Args) -> None:
             continue  # CORL's networks are 256 wide
         ours = {p: [] for p in ("fp32", "bf16")}
         theirs = []
-        for _ in range(3):
+        for _ in range(args.rounds):
             theirs.append(time_corl_update(corl, SIZES[size], args.repeats, args.warmup))
             for precision in ours:
                 script_args = csac.Args(**SIZES[size], bf16=precision == "bf16")
                 ours[precision].append(time_update(csac, script_args, torch.device("cpu"), args.repeats, args.warmup, False))
-        corl_s, fp32_s, bf16_s = statistics.median(theirs), statistics.median(ours["fp32"]), statistics.median(ours["bf16"])
-        print(f"| {size} | {corl_s * 1e3:.1f} | {fp32_s * 1e3:.1f} | {bf16_s * 1e3:.1f} | {corl_s / fp32_s:.2f}x | "
-              f"{corl_s / bf16_s:.2f}x |", flush=True)
+        print(f"| {size} | {statistics.median(theirs) * 1e3:.1f} | {statistics.median(ours['fp32']) * 1e3:.1f} | "
+              f"{statistics.median(ours['bf16']) * 1e3:.1f} | {median_ratio(theirs, ours['fp32']):.2f}x | "
+              f"{median_ratio(theirs, ours['bf16']):.2f}x |", flush=True)
 
 
 def time_to_learn(threshold: float = 300.0) -> None:
@@ -363,4 +378,6 @@ def time_relabel_baseline(device: torch.device, rows: int) -> float:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    args = tyro.cli(Args)
+    check_ranges(args)
+    main(args)
