@@ -1,10 +1,11 @@
-"""The cpu scale's calibration: learning curves of single runs, return against gradient steps and CPU minutes.
+"""Learning curves of single runs, return against gradient steps and CPU minutes: the cpu scale's calibration,
+and longer runs than the grid's budget.
 
-Reads results/cpu/calibration/*.json (results.json files of runs named {algorithm}_{task}_{dataset}_{size}_
-init-{init}_s{seed}; their commands are in results/cpu/calibration/README.md) and writes curves.png and
-curves.md beside them.
+Reads FOLDER/*.json (results.json files of runs named {algorithm}_{task}_{dataset}_{size}_..._s{seed}; their
+commands are in FOLDER/README.md) and writes curves.png and curves.md beside them.
 
-    python scripts/calibration.py
+    python scripts/calibration.py                           # results/cpu/calibration
+    python scripts/calibration.py --folder results/cpu/longer
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import json
 import os
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
+import tyro
 
 import matplotlib
 
@@ -23,16 +26,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOLDER = os.path.join(ROOT, "results", "cpu", "calibration")
 
 
-def main() -> None:
+@dataclass
+class Args:
+    folder: str = os.path.join(ROOT, "results", "cpu", "calibration")
+    """where the runs' json files are; curves.png and curves.md are written there"""
+
+
+def main(folder: str) -> None:
     runs = []
-    for path in sorted(glob.glob(os.path.join(FOLDER, "*.json"))):
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
         with open(path) as f:
             runs.append((os.path.basename(path)[:-5], json.load(f)))
     if not runs:
-        raise SystemExit(f"error: {FOLDER}: no calibration runs")
+        raise SystemExit(f"error: {folder}: no runs (*.json)")
     fig, (by_steps, by_minutes) = plt.subplots(1, 2, figsize=(12, 4.5))
     lines = ["| run | return at gradient steps | final | training minutes |", "|---|---|---|---|"]
     by_variant = defaultdict(list)  # (algorithm/task/dataset/size, init) -> one history per seed
@@ -65,11 +73,12 @@ def main() -> None:
         ax.grid(alpha=0.3)
     by_steps.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(FOLDER, "curves.png"), dpi=110)
-    with open(os.path.join(FOLDER, "curves.md"), "w") as f:
-        f.write("\n".join(["# Calibration curves (made by `python scripts/calibration.py`)", "", *lines, ""]))
-    print(f"wrote {FOLDER}/curves.png and curves.md from {len(runs)} runs")
+    fig.savefig(os.path.join(folder, "curves.png"), dpi=110)
+    command = "python scripts/calibration.py" + ("" if folder == Args.folder else f" --folder {os.path.relpath(folder, ROOT)}")
+    with open(os.path.join(folder, "curves.md"), "w") as f:
+        f.write("\n".join([f"# Learning curves (made by `{command}`)", "", *lines, ""]))
+    print(f"wrote {folder}/curves.png and curves.md from {len(runs)} runs")
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Args).folder)

@@ -110,3 +110,22 @@ def test_table_cells_say_how_many_seeds():
     stats = {(d, t): dict(row) for d in reproduce.DATASETS for t in reproduce.TASKS}
     walk = report.table_rows(stats, full=3)[2]
     assert walk == "| medium | walk | **500.00 ± 10.00** | 400.00 (1 seed) | 450.00 ± 5.00 (2 seeds) | – |"
+
+
+def test_learning_curves_of_a_folder_of_runs(tmp_path):
+    """calibration.py on a folder: per run its curve, per variant (seeds pooled) the final mean and the first
+    evaluation >= 300 with its training minutes, 'never' where none reached it."""
+    import calibration
+
+    def run(returns):
+        history = [{"step": 1000 * (i + 1), "train_seconds": 60.0 * (i + 1), "mean": r} for i, r in enumerate(returns)]
+        return {"tasks": {"walk": {"history": history}}}
+
+    for name, returns in [("csac_walk_medium_2x256_s0", [100, 320, 400]), ("csac_walk_medium_2x256_s1", [50, 150, 200])]:
+        (tmp_path / f"{name}.json").write_text(json.dumps(run(returns)))
+    calibration.main(str(tmp_path))
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    text = (tmp_path / "curves.md").read_text()
+    assert "| csac_walk_medium_2x256_s0 (walk) | 1.0k: 100, 2.0k: 320, 3.0k: 400 | 400.0 | 3.0 |" in text
+    assert "| csac_walk_medium_2x256 (walk) | 2 | 300 (400, 200) |" in text
+    assert text.rstrip().endswith("| 2.0k (2.0 min), never |")
