@@ -61,11 +61,13 @@ def main(folder: str) -> None:
               "| variant | seeds | final (mean) | mean return from 10k steps | first step >= 300 |", "|---|---|---|---|---|"]
     for variant, histories in sorted(by_variant.items()):
         finals = [h[-1]["mean"] for h in histories]
-        late = [np.mean([e["mean"] for e in h if e["step"] >= 10_000]) for h in histories]
+        late = [[e["mean"] for e in h if e["step"] >= 10_000] for h in histories]
+        late_text = (f"{np.mean([np.mean(x) for x in late]):.0f} ({', '.join(f'{np.mean(x):.0f}' for x in late)})"
+                     if all(late) else "–")  # a run that stopped before 10k steps has no such mean
         first = [next((f"{e['step'] / 1000:.1f}k ({e['train_seconds'] / 60:.1f} min)" for e in h if e["mean"] >= 300),
                       "never") for h in histories]
         lines.append(f"| {variant} | {len(histories)} | {np.mean(finals):.0f} ({', '.join(f'{x:.0f}' for x in finals)}) "
-                     f"| {np.mean(late):.0f} ({', '.join(f'{x:.0f}' for x in late)}) | {', '.join(first)} |")
+                     f"| {late_text} | {', '.join(first)} |")
     for ax, label in ((by_steps, "gradient steps"), (by_minutes, "training minutes (one thread, two runs side by side)")):
         ax.set_xlabel(label)
         ax.set_ylabel("evaluation return (10 episodes)")
