@@ -802,8 +802,9 @@ def keep_freed_memory() -> None:
 
 class OneDNNLinearReLU(torch.autograd.Function):
     """relu(x @ weight.T + bias) with the ReLU inside oneDNN's matmul: one pass over the critics' largest
-    activations instead of two (the CPU-sized update ~1.2x faster, benchmarks/cpu_speed.md). The same numbers as
-    Linear + ReLU; the backward is autograd's: ReLU's mask, then the two matmuls and the bias sum."""
+    activations instead of two (with the weight gradient's layout below, the CPU-sized update 1.06x faster idle,
+    more under load; benchmarks/cpu_speed.md). Linear + ReLU's values up to float rounding; the backward is
+    autograd's: ReLU's mask, then the two matmuls and the bias sum."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):  # x [N, in], weight [out, in], bias [out]
