@@ -112,6 +112,24 @@ def test_table_cells_say_how_many_seeds():
     assert walk == "| medium | walk | **500.00 ± 10.00** | 400.00 (1 seed) | 450.00 ± 5.00 (2 seeds) | – |"
 
 
+def test_cells_from_the_final_or_the_last_evaluations():
+    """The table's cells: per seed the final evaluation, or the mean of the last three; the total wall time."""
+    import report
+
+    def run(seed_returns, seconds):
+        history = [{"step": 1000 * (i + 1), "mean": r} for i, r in enumerate(seed_returns)]
+        return {"algorithm": "csac", "args": {"dataset": "medium", "task": "walk", "epochs": 4},
+                "gradient_steps": 4000, "wall_time_s": seconds,
+                "tasks": {"walk": {"history": history, "final": {"mean": seed_returns[-1]}}}}
+
+    runs = [run([10, 100, 200, 600], 1800), run([20, 300, 400, 200], 5400)]
+    assert report.cell_values(runs)[("medium", "walk", "csac")] == [600, 200]
+    assert report.cell_values(runs, last=3)[("medium", "walk", "csac")] == [300, 300]
+    stats = report.cell_stats(report.cell_values(runs))
+    assert stats[("medium", "walk")]["csac"] == (400.0, 200.0, 2) and stats[("medium", "walk")]["bc"] is None
+    assert report.run_costs(runs)[-1].startswith("All 2 runs: 2.0 hours of wall time")
+
+
 def test_learning_curves_of_a_folder_of_runs(tmp_path):
     """calibration.py on a folder: per run its curve, per variant (seeds pooled) the final mean and the first
     evaluation >= 300 with its training minutes, 'never' where none reached it."""
