@@ -62,7 +62,7 @@ def cell_values(runs: list[dict], last: int = 1) -> dict[tuple[str, str, str], l
     cells = defaultdict(list)
     for results in runs:
         for task, entry in results["tasks"].items():
-            value = entry["final"]["mean"] if last == 1 else np.mean([e["mean"] for e in entry["history"][-last:]])
+            value = np.mean([evaluation["mean"] for evaluation in entry["history"][-last:]])  # the last is the final
             cells[(results["args"]["dataset"], task, results["algorithm"])].append(float(value))
     return cells
 
