@@ -7,10 +7,12 @@ shapes, achieved GFLOP/s and its fraction of the matmul peak measured in the sam
     python benchmarks/bench_update.py                 # every size, fp32 and bf16
     python benchmarks/bench_update.py --sizes cpu --precisions bf16 --threads 1 --against 5bd7846
     python benchmarks/bench_update.py --sizes 3x256 --corl-cql path/to/CORL/algorithms/offline/cql.py
+    python benchmarks/bench_update.py --sizes cpu --precisions bf16 --threads 1 --compile --skip-extras
 
 --against REV times csac.py as it was at git revision REV beside today's, each in a fresh process, so that a
 speed-up is a ratio measured in one run. --corl-cql times CORL's ContinuousCQL.train (imported unmodified,
-its unused imports stubbed) beside our update at the same size. The time-to-learn line reads the committed
+its unused imports stubbed) beside our update at the same size. --compile adds, per row, the same update under
+torch.compile against eager, and how long the compile took. The time-to-learn line reads the committed
 csac walk-medium runs of the cpu scale (results/cpu/runs/).
 """
 
@@ -56,7 +58,7 @@ class Args:
     repeats: Annotated[int, Range("[1, inf)")] = 20
     """timed updates per row (the median is reported), in [1, inf)"""
     rounds: Annotated[int, Range("[1, inf)")] = 3
-    """--against and --corl-cql: rounds of alternating timings; each ratio is the median of the rounds' ratios, so
+    """--against, --corl-cql and --compile: rounds of alternating timings; each ratio is the median of the rounds' ratios, so
     that a shared machine whose speed drifts during the run compares like with like; in [1, inf)"""
     warmup: Annotated[int, Range("[0, inf)")] = 3
     """untimed updates first, in [0, inf)"""
@@ -69,7 +71,8 @@ class Args:
     threads: Annotated[int | None, Range("[1, inf)")] = None
     """torch CPU threads, in [1, inf) (default: torch's own choice)"""
     compile: bool = False
-    """time the update under torch.compile, as the scripts' --compile does (the compile itself excluded)"""
+    """also time each update under torch.compile (as the scripts' --compile) against eager, in alternating rounds,
+    with the first compiled call's seconds (the compile)"""
     against: str | None = None
     """a git revision: also time csac.py as it was there, at the same sizes and precisions (CPU, fresh processes)"""
     corl_cql: str | None = None
@@ -131,12 +134,8 @@ def random_batch(module, args, device: torch.device) -> tuple:
     return obs, actions, rewards, next_obs
 
 
-def time_update(module, args, device: torch.device, repeats: int, warmup: int, compile: bool) -> float:
-    learner = module.Learner(args, device)
-    update = learner.update
-    if compile:
-        update = torch.compile(update, mode="reduce-overhead" if device.type == "cuda" else None)
-    batch = random_batch(module, args, device)
+def median_time(update, batch: tuple, device: torch.device, repeats: int, warmup: int) -> float:
+    """Median seconds of `repeats` calls of update(*batch) after `warmup` untimed ones."""
     times = []
     for i in range(warmup + repeats):
         sync(device)
@@ -146,6 +145,43 @@ def time_update(module, args, device: torch.device, repeats: int, warmup: int, c
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def compiled(update, device: torch.device):
+    return torch.compile(update, mode="reduce-overhead" if device.type == "cuda" else None)  # as the scripts do
+
+
+def time_update(module, args, device: torch.device, repeats: int, warmup: int, compile: bool) -> float:
+    update = module.Learner(args, device).update
+    return median_time(compiled(update, device) if compile else update, random_batch(module, args, device), device,
+                       repeats, warmup)
+
+
+def compare_compile(module, script_args, device: torch.device, args: Args) -> tuple[float, float, float, float]:
+    """The same update eager and under torch.compile, timed in alternating rounds in this process: eager and
+    compiled seconds (medians over the rounds), the speed-up (median of the rounds' ratios) and the seconds of
+    the first compiled call, which traces and compiles (into an empty cache, as on a fresh machine)."""
+    eager_update = module.Learner(script_args, device).update
+    batch = random_batch(module, script_args, device)
+    with tempfile.TemporaryDirectory() as cache:
+        previous_cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        compiled_update = compiled(module.Learner(script_args, device).update, device)
+        sync(device)
+        start = time.perf_counter()
+        compiled_update(*batch)
+        sync(device)
+        compile_seconds = time.perf_counter() - start
+        eager, compiled_times = [], []
+        for _ in range(args.rounds):
+            eager.append(median_time(eager_update, batch, device, args.repeats, args.warmup))
+            compiled_times.append(median_time(compiled_update, batch, device, args.repeats, args.warmup))
+        if previous_cache is None:
+            del os.environ["TORCHINDUCTOR_CACHE_DIR"]
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous_cache
+    return (statistics.median(eager), statistics.median(compiled_times), median_ratio(eager, compiled_times),
+            compile_seconds)
 
 
 def time_relabel(device: torch.device, rows: int) -> float:
@@ -339,7 +375,6 @@ def main(args: Args) -> None:
         name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
         peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
         print(f"\n## {name}: matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s\n")
-        print(f"torch.compile: {'on' if args.compile else 'off'}\n")
         print("| algorithm | size | precision | ms/update | updates/s | GFLOP/update | GFLOP/s | % of peak |")
         print("|---|---|---|---|---|---|---|---|")
         for size in args.sizes:
@@ -347,11 +382,23 @@ def main(args: Args) -> None:
                 for precision in args.precisions:
                     module = MODULES[algorithm]
                     script_args = module.Args(**SIZES[size], bf16=precision == "bf16")
-                    seconds = time_update(module, script_args, device, args.repeats, args.warmup, args.compile)
+                    seconds = time_update(module, script_args, device, args.repeats, args.warmup, False)
                     gflop = update_gflop(algorithm, script_args)
                     print(f"| {algorithm} | {size} | {precision} | {seconds * 1e3:.1f} | {1 / seconds:.1f} | "
                           f"{gflop:.1f} | {gflop / seconds:.0f} | {100 * gflop / seconds / peaks[precision]:.0f}% |",
                           flush=True)
+        if args.compile:
+            print(f"\ntorch.compile vs eager, {name}, alternating rounds in this process:\n")
+            print("| algorithm | size | precision | eager ms | compiled ms | speed-up | first compiled call s |")
+            print("|---|---|---|---|---|---|---|")
+            for size in args.sizes:
+                for algorithm in args.algorithms:
+                    for precision in args.precisions:
+                        module = MODULES[algorithm]
+                        script_args = module.Args(**SIZES[size], bf16=precision == "bf16")
+                        eager, compiled_s, speed_up, compile_s = compare_compile(module, script_args, device, args)
+                        print(f"| {algorithm} | {size} | {precision} | {eager * 1e3:.1f} | {compiled_s * 1e3:.1f} | "
+                              f"{speed_up:.2f}x | {compile_s:.1f} |", flush=True)
         if args.skip_extras:
             continue
         # hcsac scores the data in fp32 even under --bf16, so one measurement covers both
