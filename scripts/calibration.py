@@ -56,17 +56,21 @@ def main(folder: str) -> None:
             curve = ", ".join(f"{s / 1000:.1f}k: {r:.0f}" for s, r in zip(steps, returns))
             lines.append(f"| {name} ({task}) | {curve} | {returns[-1]:.1f} | {minutes[-1]:.1f} |")
             by_variant[re.sub(r"_s\d+$", "", name) + f" ({task})"].append(history)
-    lines += ["", "Per variant, over its seeds: the final return, the mean of every evaluation from 10k steps on (less "
-              "noisy than one final evaluation) and the first step (training minutes) whose evaluation reached 300.", "",
-              "| variant | seeds | final (mean) | mean return from 10k steps | first step >= 300 |", "|---|---|---|---|---|"]
+    lines += ["", "Per variant, over its seeds: the final return, the mean of the last three evaluations and of every "
+              "evaluation from 10k steps on (less noisy than one final evaluation) and the first step (training "
+              "minutes) whose evaluation reached 300.", "",
+              "| variant | seeds | final (mean) | last three evaluations | mean return from 10k steps | first step >= 300 |",
+              "|---|---|---|---|---|---|"]
     for variant, histories in sorted(by_variant.items()):
         finals = [h[-1]["mean"] for h in histories]
+        last_three = [np.mean([e["mean"] for e in h[-3:]]) for h in histories]
         late = [[e["mean"] for e in h if e["step"] >= 10_000] for h in histories]
         late_text = (f"{np.mean([np.mean(x) for x in late]):.0f} ({', '.join(f'{np.mean(x):.0f}' for x in late)})"
                      if all(late) else "–")  # a run that stopped before 10k steps has no such mean
         first = [next((f"{e['step'] / 1000:.1f}k ({e['train_seconds'] / 60:.1f} min)" for e in h if e["mean"] >= 300),
                       "never") for h in histories]
         lines.append(f"| {variant} | {len(histories)} | {np.mean(finals):.0f} ({', '.join(f'{x:.0f}' for x in finals)}) "
+                     f"| {np.mean(last_three):.0f} ({', '.join(f'{x:.0f}' for x in last_three)}) "
                      f"| {late_text} | {', '.join(first)} |")
     for ax, label in ((by_steps, "gradient steps"), (by_minutes, "training minutes (one thread, two runs side by side)")):
         ax.set_xlabel(label)

@@ -131,19 +131,19 @@ def test_cells_from_the_final_or_the_last_evaluations():
 
 
 def test_learning_curves_of_a_folder_of_runs(tmp_path):
-    """calibration.py on a folder: per run its curve, per variant (seeds pooled) the final mean and the first
-    evaluation >= 300 with its training minutes, 'never' where none reached it."""
+    """calibration.py on a folder: per run its curve, per variant (seeds pooled) the final mean, the mean of the
+    last three evaluations and the first evaluation >= 300 with its training minutes, 'never' where none reached it."""
     import calibration
 
     def run(returns):
         history = [{"step": 1000 * (i + 1), "train_seconds": 60.0 * (i + 1), "mean": r} for i, r in enumerate(returns)]
         return {"tasks": {"walk": {"history": history}}}
 
-    for name, returns in [("csac_walk_medium_2x256_s0", [100, 320, 400]), ("csac_walk_medium_2x256_s1", [50, 150, 200])]:
+    for name, returns in [("csac_walk_medium_2x256_s0", [10, 100, 320, 400]), ("csac_walk_medium_2x256_s1", [50, 150, 200])]:
         (tmp_path / f"{name}.json").write_text(json.dumps(run(returns)))
     calibration.main(str(tmp_path))
     assert (tmp_path / "curves.png").stat().st_size > 0
     text = (tmp_path / "curves.md").read_text()
-    assert "| csac_walk_medium_2x256_s0 (walk) | 1.0k: 100, 2.0k: 320, 3.0k: 400 | 400.0 | 3.0 |" in text
-    assert "| csac_walk_medium_2x256 (walk) | 2 | 300 (400, 200) |" in text
-    assert text.rstrip().endswith("| – | 2.0k (2.0 min), never |")  # no evaluation from 10k steps: no such mean
+    assert "| csac_walk_medium_2x256_s0 (walk) | 1.0k: 10, 2.0k: 100, 3.0k: 320, 4.0k: 400 | 400.0 | 4.0 |" in text
+    assert "| csac_walk_medium_2x256 (walk) | 2 | 300 (400, 200) | 203 (273, 133) |" in text
+    assert text.rstrip().endswith("| – | 3.0k (3.0 min), never |")  # no evaluation from 10k steps: no such mean
