@@ -160,7 +160,8 @@ def time_update(module, args, device: torch.device, repeats: int, warmup: int, c
 def compare_compile(module, script_args, device: torch.device, args: Args) -> tuple[float, float, float, float]:
     """The same update eager and under torch.compile, timed in alternating rounds in this process: eager and
     compiled seconds (medians over the rounds), the speed-up (median of the rounds' ratios) and the seconds of
-    the first compiled call, which traces and compiles (into an empty cache, as on a fresh machine)."""
+    the first compiled call, which traces and compiles into an empty on-disk cache (later rows of one run reuse
+    what this process compiled before, so only the first row's is a fresh machine's figure)."""
     eager_update = module.Learner(script_args, device).update
     batch = random_batch(module, script_args, device)
     with tempfile.TemporaryDirectory() as cache:

@@ -1,4 +1,5 @@
-"""The benchmark's FLOP count from layer shapes agrees with torch's own FLOP counter on a real update."""
+"""The benchmark's FLOP count from layer shapes agrees with torch's own FLOP counter on a real update; the op-by-op
+probe computes the gradients autograd computes."""
 
 import os
 import subprocess
@@ -12,6 +13,7 @@ from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import bench_update  # noqa: E402
+import critic_ops  # noqa: E402
 
 
 @pytest.mark.parametrize("algorithm", ["bc", "csac", "mtcsac", "hcsac"])
@@ -41,3 +43,32 @@ def test_benchmark_flags_out_of_range_exit_with_one_line(flag, value):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [f"error: {flag} {value} is outside its range " +
                                                   ("[0, inf)" if flag == "--warmup" else "[1, inf)")]
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="oneDNN bf16 not on this CPU")
+def test_critic_ops_probe_computes_autograds_gradients():
+    """critic_ops.py times the ops of one member's pass; they must be the real forward and backward: its weight and
+    bias gradients equal autograd's for sum(grad_q * Q(x)) on a tiny member (fp32 reference, bf16 tolerance)."""
+    torch.manual_seed(0)
+    rows, dims = 7, [30, 8, 8, 1]
+    params = [(torch.randn(o, i) / i ** 0.5, torch.randn(o) * 0.1) for i, o in zip(dims, dims[1:])]
+    x, grad_q = torch.randn(rows, 30), torch.randn(rows, 1)
+    leaves = [t.clone().requires_grad_() for pair in params for t in pair]
+    h = x
+    for k in range(3):
+        h = torch.nn.functional.linear(h, leaves[2 * k], leaves[2 * k + 1])
+        h = torch.relu(h) if k < 2 else h
+    (h * grad_q).sum().backward()
+    bf16 = [tuple(t.to(torch.bfloat16) for t in pair) for pair in params]
+    probe = critic_ops.member_pass(x.to(torch.bfloat16), bf16, grad_q.to(torch.bfloat16), None)
+    # the probe returns output weight, output bias, layer 2 weight, bias, layer 1 weight, bias
+    expected = [leaves[4].grad, leaves[5].grad, leaves[2].grad, leaves[3].grad, leaves[0].grad, leaves[1].grad]
+    for got, want in zip(probe, expected):
+        torch.testing.assert_close(got.float().reshape(want.shape), want, atol=0.05, rtol=0.05)
+
+
+def test_critic_ops_chunk_out_of_range_exits_with_one_line():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "critic_ops.py"), "--chunks", "512", "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == ["error: --chunks 0 is outside its range [1, inf)"]
