@@ -823,9 +823,9 @@ def keep_freed_memory() -> None:
 
 class OneDNNLinearReLU(torch.autograd.Function):
     """relu(x @ weight.T + bias) with the ReLU inside oneDNN's matmul: one pass over the critics' largest
-    activations instead of two (with the weight gradient's layout below, the CPU-sized update 1.06x faster idle,
-    more under load; benchmarks/cpu_speed.md). Linear + ReLU's values up to float rounding; the backward is
-    autograd's: ReLU's mask, then the two matmuls and the bias sum."""
+    activations instead of two (the CPU-sized update 1.06x faster idle; benchmarks/cpu_speed.md). Linear +
+    ReLU's values up to float rounding; the backward is autograd's: ReLU's mask, then the two matmuls and the
+    bias sum."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):  # x [N, in], weight [out, in], bias [out]
@@ -838,7 +838,7 @@ class OneDNNLinearReLU(torch.autograd.Function):
         x, weight, y = ctx.saved_tensors
         grad = torch.ops.aten.threshold_backward(grad_y, y, 0)  # zero where the ReLU was
         grad_x = grad @ weight if ctx.needs_input_grad[0] else None
-        grad_weight = (x.T @ grad).T if ctx.needs_input_grad[1] else None  # = grad.T @ x, in a faster layout
+        grad_weight = (x.T @ grad).T if ctx.needs_input_grad[1] else None  # = grad.T @ x; the grid's runs used this form
         grad_bias = grad.sum(0) if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias
 
