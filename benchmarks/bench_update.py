@@ -239,18 +239,24 @@ def median_ratio(slower: list[float], faster: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(slower, faster))
 
 
+def csac_at_revision(revision: str, folder: str) -> str:
+    """Write csac.py as it was at `revision` into `folder`; returns its path."""
+    try:
+        source = subprocess.run(["git", "show", f"{revision}:csac.py"], capture_output=True, text=True, check=True,
+                                cwd=ROOT).stdout
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"error: --against {revision}: {exc.stderr.strip()}") from None
+    path = os.path.join(folder, "csac_at_revision.py")
+    with open(path, "w") as f:
+        f.write(source)
+    return path
+
+
 def compare_with_revision(args: Args) -> None:
     """csac.py at --against REV and today's in alternating fresh processes; ms are medians over the rounds, the
     speed-up is the median of the rounds' ratios."""
     with tempfile.TemporaryDirectory() as tmp:
-        old_path = os.path.join(tmp, "csac_at_revision.py")
-        try:
-            source = subprocess.run(["git", "show", f"{args.against}:csac.py"], capture_output=True, text=True,
-                                    check=True, cwd=ROOT).stdout
-        except subprocess.CalledProcessError as exc:
-            raise SystemExit(f"error: --against {args.against}: {exc.stderr.strip()}") from None
-        with open(old_path, "w") as f:
-            f.write(source)
+        old_path = csac_at_revision(args.against, tmp)
         print(f"\ncsac update, csac.py at {args.against} vs today's, fresh processes alternating, CPU, "
               f"{torch.get_num_threads()} threads:\n")
         print(f"| size | precision | {args.against} ms | today ms | speed-up |")

@@ -1,12 +1,14 @@
 """The benchmark's FLOP count from layer shapes agrees with torch's own FLOP counter on a real update; the op-by-op
-probe computes the gradients autograd computes."""
+probes compute the gradients autograd computes."""
 
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+import torch.utils.cpp_extension
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import ROOT
@@ -72,3 +74,19 @@ def test_critic_ops_chunk_out_of_range_exits_with_one_line():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == ["error: --chunks 0 is outside its range [1, inf)"]
+
+
+@pytest.mark.skipif(not (torch.ops.mkldnn._is_mkldnn_bf16_supported() and shutil.which("g++")
+                         and torch.utils.cpp_extension.is_ninja_available()),
+                    reason="needs oneDNN bf16, g++ and ninja to build the probe's kernels")
+def test_fused_cpu_probe_gives_eagers_gradients(monkeypatch):
+    """The probe's fused C++ kernels, put into csac's critic, give one update's critic and actor gradients equal to
+    eager's up to bf16 rounding (their sums stay in fp32), and the fused path is really taken."""
+    import csac
+    import fused_cpu_probe
+    calls = []
+    apply = fused_cpu_probe.FusedCriticEnsemble.apply
+    monkeypatch.setattr(fused_cpu_probe.FusedCriticEnsemble, "apply", lambda *a: calls.append(1) or apply(*a))
+    assert fused_cpu_probe.gradient_check(csac) < 1e-2
+    assert len(calls) == 3  # the actor loss's frozen critic, the target critic and the critic loss's call
+    assert csac.Critic.forward.__name__ == "forward" and csac.Critic.forward.__qualname__ == "Critic.forward"
