@@ -151,10 +151,18 @@ def compiled(update, device: torch.device):
     return torch.compile(update, mode="reduce-overhead" if device.type == "cuda" else None)  # as the scripts do
 
 
-def time_update(module, args, device: torch.device, repeats: int, warmup: int, compile: bool) -> float:
-    update = module.Learner(args, device).update
-    return median_time(compiled(update, device) if compile else update, random_batch(module, args, device), device,
-                       repeats, warmup)
+def time_update(module, args, device: torch.device, repeats: int, warmup: int) -> float:
+    return median_time(module.Learner(args, device).update, random_batch(module, args, device), device, repeats,
+                       warmup)
+
+
+def table_rows(args: Args):
+    """(size, algorithm, precision, module, the script's Args) for every row of the tables, in print order."""
+    for size in args.sizes:
+        for algorithm in args.algorithms:
+            for precision in args.precisions:
+                module = MODULES[algorithm]
+                yield size, algorithm, precision, module, module.Args(**SIZES[size], bf16=precision == "bf16")
 
 
 def compare_compile(module, script_args, device: torch.device, args: Args) -> tuple[float, float, float, float]:
@@ -223,7 +231,7 @@ module = importlib.util.module_from_spec(spec); sys.modules[spec.name] = module;
 torch.set_num_threads({threads})
 bench_update.keep_freed_memory(module)
 args = module.Args(**{size}, bf16={bf16})
-print(json.dumps(bench_update.time_update(module, args, torch.device("cpu"), {repeats}, {warmup}, False)))
+print(json.dumps(bench_update.time_update(module, args, torch.device("cpu"), {repeats}, {warmup})))
 """
 
 
@@ -342,7 +350,7 @@ def compare_with_corl(args: Args) -> None:
             theirs.append(time_corl_update(corl, SIZES[size], args.repeats, args.warmup))
             for precision in ours:
                 script_args = csac.Args(**SIZES[size], bf16=precision == "bf16")
-                ours[precision].append(time_update(csac, script_args, torch.device("cpu"), args.repeats, args.warmup, False))
+                ours[precision].append(time_update(csac, script_args, torch.device("cpu"), args.repeats, args.warmup))
         print(f"| {size} | {statistics.median(theirs) * 1e3:.1f} | {statistics.median(ours['fp32']) * 1e3:.1f} | "
               f"{statistics.median(ours['bf16']) * 1e3:.1f} | {median_ratio(theirs, ours['fp32']):.2f}x | "
               f"{median_ratio(theirs, ours['bf16']):.2f}x |", flush=True)
@@ -384,28 +392,19 @@ def main(args: Args) -> None:
         print(f"\n## {name}: matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s\n")
         print("| algorithm | size | precision | ms/update | updates/s | GFLOP/update | GFLOP/s | % of peak |")
         print("|---|---|---|---|---|---|---|---|")
-        for size in args.sizes:
-            for algorithm in args.algorithms:
-                for precision in args.precisions:
-                    module = MODULES[algorithm]
-                    script_args = module.Args(**SIZES[size], bf16=precision == "bf16")
-                    seconds = time_update(module, script_args, device, args.repeats, args.warmup, False)
-                    gflop = update_gflop(algorithm, script_args)
-                    print(f"| {algorithm} | {size} | {precision} | {seconds * 1e3:.1f} | {1 / seconds:.1f} | "
-                          f"{gflop:.1f} | {gflop / seconds:.0f} | {100 * gflop / seconds / peaks[precision]:.0f}% |",
-                          flush=True)
+        for size, algorithm, precision, module, script_args in table_rows(args):
+            seconds = time_update(module, script_args, device, args.repeats, args.warmup)
+            gflop = update_gflop(algorithm, script_args)
+            print(f"| {algorithm} | {size} | {precision} | {seconds * 1e3:.1f} | {1 / seconds:.1f} | "
+                  f"{gflop:.1f} | {gflop / seconds:.0f} | {100 * gflop / seconds / peaks[precision]:.0f}% |", flush=True)
         if args.compile:
             print(f"\ntorch.compile vs eager, {name}, alternating rounds in this process:\n")
             print("| algorithm | size | precision | eager ms | compiled ms | speed-up | first compiled call s |")
             print("|---|---|---|---|---|---|---|")
-            for size in args.sizes:
-                for algorithm in args.algorithms:
-                    for precision in args.precisions:
-                        module = MODULES[algorithm]
-                        script_args = module.Args(**SIZES[size], bf16=precision == "bf16")
-                        eager, compiled_s, speed_up, compile_s = compare_compile(module, script_args, device, args)
-                        print(f"| {algorithm} | {size} | {precision} | {eager * 1e3:.1f} | {compiled_s * 1e3:.1f} | "
-                              f"{speed_up:.2f}x | {compile_s:.1f} |", flush=True)
+            for size, algorithm, precision, module, script_args in table_rows(args):
+                eager, compiled_s, speed_up, compile_s = compare_compile(module, script_args, device, args)
+                print(f"| {algorithm} | {size} | {precision} | {eager * 1e3:.1f} | {compiled_s * 1e3:.1f} | "
+                      f"{speed_up:.2f}x | {compile_s:.1f} |", flush=True)
         if args.skip_extras:
             continue
         # hcsac scores the data in fp32 even under --bf16, so one measurement covers both

@@ -196,7 +196,7 @@ bench_update.keep_freed_memory(csac)
 if {fused}:
     fused_cpu_probe.install(csac)
 args = csac.Args(**{size}, bf16=True)
-print(json.dumps(bench_update.time_update(csac, args, torch.device("cpu"), {repeats}, {warmup}, False)))
+print(json.dumps(bench_update.time_update(csac, args, torch.device("cpu"), {repeats}, {warmup})))
 """
 
 
