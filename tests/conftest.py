@@ -53,7 +53,7 @@ def tiny_data_dir(tmp_path_factory) -> str:
     return str(directory)
 
 
-def run_script(script: str, *flags: str, cwd, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run one of the repository's scripts as a user would, from `cwd` (where runs/ is written); `env` adds variables."""
+def run_script(script: str, *flags: str, cwd, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run one of the repository's scripts as a user would, from `cwd` (where runs/ is written)."""
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *flags], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+                          text=True, timeout=timeout)
