@@ -66,15 +66,18 @@ def test_killed_or_preempted_run_resumes_to_the_same_results(script, tiny_data_d
     assert_same_run(tmp_path / "runs" / "stopped", whole)
 
 
+def evaluation_steps(results: dict) -> dict:
+    return {task: [(h["epoch"], h["step"]) for h in entry["history"]] for task, entry in results["tasks"].items()}
+
+
 def assert_same_run(run_dir, whole):
     """The same evaluations at the same steps and the same final weights up to float rounding, not the same returns:
-    a resumed process rarely differs from an uninterrupted one in an op's last bits (seen in about one resume of
-    20, weights 4e-8 apart; cause not found), and 1000-step walker episodes can amplify that into other returns.
+    a resumed process rarely differs from an uninterrupted one in an op's last bits (a few of some 200 resumes,
+    weights 4e-8 apart; cause not found), and 1000-step walker episodes can amplify that into other returns.
     A resume that loses the torch RNG state ends 6e-4 (actor) and 2e-3 (critic) apart here."""
     _, results = final_returns(run_dir)
     assert results["gradient_steps"] == whole["gradient_steps"]
-    assert {task: [(h["epoch"], h["step"]) for h in entry["history"]] for task, entry in results["tasks"].items()} == \
-        {task: [(h["epoch"], h["step"]) for h in entry["history"]] for task, entry in whole["tasks"].items()}
+    assert evaluation_steps(results) == evaluation_steps(whole)
     resumed_state = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["learner"]
     whole_state = torch.load(os.path.join(os.path.dirname(run_dir), "whole", "checkpoint.pt"), weights_only=False)["learner"]
     networks = [key for key in ("actor", "critic", "critic_target", "log_alpha") if key in whole_state]
