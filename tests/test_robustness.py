@@ -72,8 +72,8 @@ def evaluation_steps(results: dict) -> dict:
 
 def assert_same_run(run_dir, whole):
     """The same evaluations at the same steps and the same final weights up to float rounding, not the same returns:
-    a resumed process rarely differs from an uninterrupted one in an op's last bits (a few of some 200 resumes,
-    weights 4e-8 apart; cause not found), and 1000-step walker episodes can amplify that into other returns.
+    about 3 in 100 processes (fresh or resumed) take one of two alternative results in some op's last bits
+    (weights 4e-8 apart; cause not found), and 1000-step walker episodes can amplify that into other returns.
     A resume that loses the torch RNG state ends 6e-4 (actor) and 2e-3 (critic) apart here."""
     _, results = final_returns(run_dir)
     assert results["gradient_steps"] == whole["gradient_steps"]
