@@ -39,14 +39,15 @@ def test_speed_up_is_the_median_of_paired_rounds():
 
 
 @pytest.mark.parametrize("script,flags,message", [
-    ("bench_update.py", ["--rounds", "0"], "--rounds 0 is outside its range [1, inf)"),
-    ("bench_update.py", ["--repeats", "0"], "--repeats 0 is outside its range [1, inf)"),
-    ("bench_update.py", ["--threads", "0"], "--threads 0 is outside its range [1, inf)"),
-    ("bench_update.py", ["--warmup", "-1"], "--warmup -1 is outside its range [0, inf)"),
-    ("critic_ops.py", ["--chunks", "512", "0"], "--chunks 0 is outside its range [1, inf)"),
+    ("benchmarks/bench_update.py", ["--rounds", "0"], "--rounds 0 is outside its range [1, inf)"),
+    ("benchmarks/bench_update.py", ["--repeats", "0"], "--repeats 0 is outside its range [1, inf)"),
+    ("benchmarks/bench_update.py", ["--threads", "0"], "--threads 0 is outside its range [1, inf)"),
+    ("benchmarks/bench_update.py", ["--warmup", "-1"], "--warmup -1 is outside its range [0, inf)"),
+    ("benchmarks/critic_ops.py", ["--chunks", "512", "0"], "--chunks 0 is outside its range [1, inf)"),
+    ("scripts/determinism.py", ["--runs", "1"], "--runs 1 is outside its range [2, inf)"),
 ])
-def test_benchmark_flags_out_of_range_exit_with_one_line(script, flags, message):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *flags],
+def test_benchmark_and_check_flags_out_of_range_exit_with_one_line(script, flags, message):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *flags],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [f"error: {message}"]
