@@ -34,7 +34,8 @@ from walker_data import TASKS, Range, check_ranges, save_dataset  # noqa: E402
 
 import csac  # noqa: E402  (for code_version only)
 
-TASK_FLAGS = {"bc.py": ["--task", "walk"], "csac.py": ["--task", "run"], "mtcsac.py": [], "hcsac.py": []}
+TASK_FLAGS = {"bc.py": ["--task", "walk"], "csac.py": ["--task", "run"], "mtcsac.py": [],
+              "hcsac.py": ["--relabel-every", "2"]}  # as the resume test: hcsac relabels within its 4 epochs
 RUN_FLAGS = ["--epochs", "4", "--hidden-dim", "32", "--num-layers", "2", "--batch-size", "256", "--eval-every", "1",
              "--eval-episodes", "1", "--run-name", "run"]
 
