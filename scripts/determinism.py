@@ -29,15 +29,13 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "data"), os.path.join(ROOT, "tests")]
 os.environ.setdefault("MUJOCO_GL", "disable")
-from conftest import random_rollouts  # noqa: E402  (the tests' tiny datasets, made the same way)
-from walker_data import TASKS, Range, check_ranges, save_dataset  # noqa: E402
+from conftest import save_tiny_datasets  # noqa: E402  (the tests' tiny datasets, made the same way)
+from test_robustness import RESUME_FLAGS, SCRIPT_FLAGS  # noqa: E402  (exactly the resume test's runs)
+from walker_data import Range, check_ranges  # noqa: E402
 
 import csac  # noqa: E402  (for code_version only)
 
-TASK_FLAGS = {"bc.py": ["--task", "walk"], "csac.py": ["--task", "run"], "mtcsac.py": [],
-              "hcsac.py": ["--relabel-every", "2"]}  # as the resume test: hcsac relabels within its 4 epochs
-RUN_FLAGS = ["--epochs", "4", "--hidden-dim", "32", "--num-layers", "2", "--batch-size", "256", "--eval-every", "1",
-             "--eval-episodes", "1", "--run-name", "run"]
+RUN_FLAGS = [*RESUME_FLAGS, "--run-name", "run"]
 
 
 @dataclass
@@ -96,11 +94,6 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-def make_tiny_data(directory: str) -> None:
-    for seed, (task, quality) in enumerate((t, q) for t in TASKS for q in ("medium", "medium-replay")):
-        save_dataset(os.path.join(directory, f"walker_{task}_{quality}.npz"), random_rollouts(task, 1, seed))
-
-
 def main(args: Args) -> None:
     env = dict(os.environ)
     if args.threads is not None:
@@ -113,12 +106,12 @@ def main(args: Args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = os.path.join(tmp, "data")
         os.makedirs(data_dir)
-        make_tiny_data(data_dir)
+        save_tiny_datasets(data_dir)
         for index in range(args.runs):
             work = os.path.join(tmp, f"work{index}")
             os.makedirs(work)
             result = subprocess.run([sys.executable, os.path.join(ROOT, args.script), "--data-dir", data_dir,
-                                     *TASK_FLAGS[args.script], *RUN_FLAGS], cwd=work, env=env, capture_output=True,
+                                     *SCRIPT_FLAGS[args.script], *RUN_FLAGS], cwd=work, env=env, capture_output=True,
                                     text=True)
             if result.returncode != 0:
                 sys.exit(f"error: run {index} of {args.script} failed: {result.stderr.strip().splitlines()[-1]}")

@@ -47,10 +47,15 @@ def random_rollouts(task: str, episodes: int, seed: int) -> dict[str, np.ndarray
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory) -> str:
     """walker_{walk,run}_{medium,medium-replay}.npz with one random episode (1000 rows) each."""
-    directory = tmp_path_factory.mktemp("data")
+    directory = str(tmp_path_factory.mktemp("data"))
+    save_tiny_datasets(directory)
+    return directory
+
+
+def save_tiny_datasets(directory: str) -> None:
+    """One random episode per task and dataset, walker_{task}_{dataset}.npz in directory."""
     for seed, (task, quality) in enumerate((t, q) for t in TASKS for q in ("medium", "medium-replay")):
-        save_dataset(str(directory / f"walker_{task}_{quality}.npz"), random_rollouts(task, 1, seed))
-    return str(directory)
+        save_dataset(os.path.join(directory, f"walker_{task}_{quality}.npz"), random_rollouts(task, 1, seed))
 
 
 def run_script(script: str, *flags: str, cwd, timeout: int = 600) -> subprocess.CompletedProcess:
