@@ -74,8 +74,7 @@ def group_runs(runs: list[dict[str, torch.Tensor]]) -> list[tuple[str, list[int]
     """(fingerprint, indices of the runs that ended there, largest absolute weight difference from the most common
     result) per distinct result, the most common first."""
     prints = [fingerprint(weights) for weights in runs]
-    counts = Counter(prints)
-    order = sorted(counts, key=lambda p: (-counts[p], prints.index(p)))
+    order = [p for p, _ in Counter(prints).most_common()]  # ties keep the order of first appearance
     reference = runs[prints.index(order[0])]
     groups = []
     for p in order:
@@ -114,7 +113,8 @@ def main(args: Args) -> None:
                                      *SCRIPT_FLAGS[args.script], *RUN_FLAGS], cwd=work, env=env, capture_output=True,
                                     text=True)
             if result.returncode != 0:
-                sys.exit(f"error: run {index} of {args.script} failed: {result.stderr.strip().splitlines()[-1]}")
+                last_line = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+                sys.exit(f"error: run {index} of {args.script} failed: {last_line}")
             run_dir = os.path.join(work, "runs", "run")
             runs.append(final_weights(run_dir))
             with open(os.path.join(run_dir, "results.json")) as f:
