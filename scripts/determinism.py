@@ -29,7 +29,7 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "data"), os.path.join(ROOT, "tests")]
 os.environ.setdefault("MUJOCO_GL", "disable")
-from conftest import save_tiny_datasets  # noqa: E402  (the tests' tiny datasets, made the same way)
+from conftest import checkpoint_networks, save_tiny_datasets  # noqa: E402  (as the tests make and read them)
 from test_robustness import RESUME_FLAGS, SCRIPT_FLAGS  # noqa: E402  (exactly the resume test's runs)
 from walker_data import Range, check_ranges  # noqa: E402
 
@@ -49,16 +49,13 @@ class Args:
 
 
 def final_weights(run_dir: str) -> dict[str, torch.Tensor]:
-    """Every network tensor of the learner in run_dir's checkpoint (optimiser states left out), by name."""
-    learner = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["learner"]
+    """Every network tensor of the learner in run_dir's checkpoint (optimiser states left out), by flat name."""
     weights = {}
-    for name, value in learner.items():
-        if name.endswith("optimizer"):
-            continue
-        if isinstance(value, torch.Tensor):
-            weights[name] = value
+    for name, state in checkpoint_networks(run_dir).items():
+        if isinstance(state, torch.Tensor):
+            weights[name] = state
         else:
-            weights.update({f"{name}.{key}": tensor for key, tensor in value.items()})
+            weights.update({f"{name}.{key}": tensor for key, tensor in state.items()})
     return weights
 
 

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "data"), os.path.join(ROOT, "scripts")]
@@ -56,6 +57,12 @@ def save_tiny_datasets(directory: str) -> None:
     """One random episode per task and dataset, walker_{task}_{dataset}.npz in directory."""
     for seed, (task, quality) in enumerate((t, q) for t in TASKS for q in ("medium", "medium-replay")):
         save_dataset(os.path.join(directory, f"walker_{task}_{quality}.npz"), random_rollouts(task, 1, seed))
+
+
+def checkpoint_networks(run_dir) -> dict:
+    """The learner's networks and log_alpha from run_dir's checkpoint.pt, by name (optimiser states left out)."""
+    learner = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["learner"]
+    return {name: state for name, state in learner.items() if not name.endswith("optimizer")}
 
 
 def run_script(script: str, *flags: str, cwd, timeout: int = 600) -> subprocess.CompletedProcess:

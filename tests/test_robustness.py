@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TASK_FLAGS, TINY_FLAGS, random_rollouts, run_script
+from conftest import ROOT, TASK_FLAGS, TINY_FLAGS, checkpoint_networks, random_rollouts, run_script
 
 import csac
 
@@ -78,11 +78,8 @@ def assert_same_run(run_dir, whole):
     _, results = final_returns(run_dir)
     assert results["gradient_steps"] == whole["gradient_steps"]
     assert evaluation_steps(results) == evaluation_steps(whole)
-    resumed_state = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["learner"]
-    whole_state = torch.load(os.path.join(os.path.dirname(run_dir), "whole", "checkpoint.pt"), weights_only=False)["learner"]
-    networks = [key for key in ("actor", "critic", "critic_target", "log_alpha") if key in whole_state]
-    torch.testing.assert_close({key: resumed_state[key] for key in networks}, {key: whole_state[key] for key in networks},
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(checkpoint_networks(run_dir),
+                               checkpoint_networks(os.path.join(os.path.dirname(run_dir), "whole")), rtol=0, atol=1e-5)
     assert results.get("relabel", []) == [] or [e["active_transitions"] for e in results["relabel"]] == \
         [e["active_transitions"] for e in whole["relabel"]]
 
