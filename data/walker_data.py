@@ -6,6 +6,7 @@ root deliberately do not import this module: each of them reads alone (CleanRL s
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from dm_control.suite import walker
 
 TASKS = ("walk", "run")
 OBS_DIM, ACT_DIM, EPISODE_LEN = 24, 6, 1000
-MEDIUM_TARGETS = {"walk": (500.0, 700.0), "run": (250.0, 380.0)}  # mean evaluation return of the snapshot
+# Mean episode return of the report's data (the course's UTDS TD3 files, 51 episodes each): what ours aims at.
+SEED_RETURNS = {"walk": {"medium": 962.8, "medium-replay": 929.8}, "run": {"medium": 318.4, "medium-replay": 251.5}}
 KEYS = {  # D4RL names, dtypes and trailing shapes
     "observations": (np.float32, (OBS_DIM,)),
     "actions": (np.float32, (ACT_DIM,)),
@@ -94,6 +96,15 @@ class WalkerEnv(gym.Env):
     def physics(self):
         return self._env.physics
 
+    @property
+    def task_random(self) -> np.random.RandomState:
+        """The stream that draws each episode's initial pose (a checkpoint saves and restores it)."""
+        return self._env.task.random
+
+    def observation(self) -> np.ndarray:
+        """The observation of the current physics state (after setting it by hand)."""
+        return flatten_observation(self._env.task.get_observation(self.physics))
+
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         time_step = self._env.reset()
@@ -106,11 +117,29 @@ class WalkerEnv(gym.Env):
         return flatten_observation(time_step.observation), float(time_step.reward), False, time_step.last(), info
 
 
-def save_dataset(path: str, data: dict[str, np.ndarray]) -> None:
-    """Write a dataset after casting to the D4RL dtypes; compressed, as the files are committed."""
-    arrays = {key: np.asarray(data[key], dtype=dtype) for key, (dtype, _) in KEYS.items()}
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Temporary file in the same folder, flushed and fsynced, then renamed: a kill or a full disk mid-write
+    leaves the previous file intact."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    np.savez_compressed(path, **arrays)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_dataset(path: str, data: dict[str, np.ndarray]) -> None:
+    """Write a dataset (atomically) after casting to the D4RL dtypes; compressed, as the files are committed."""
+    arrays = {key: np.asarray(data[key], dtype=dtype) for key, (dtype, _) in KEYS.items()}
+    content = io.BytesIO()
+    np.savez_compressed(content, **arrays)
+    atomic_write_bytes(path, content.getvalue())
 
 
 def load_dataset(path: str, task: str | None = None) -> dict[str, np.ndarray]:
