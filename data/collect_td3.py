@@ -62,7 +62,8 @@ class Args:
     out_dir: str = "data"
     """where walker_{task}_{medium,medium-replay}.npz, the collection log and the training returns are written"""
     total_timesteps: Annotated[int, Range("[1000, inf)")] = 1_000_000
-    """env-step budget: give up (non-zero exit) if the windows are not found by then; may grow on --resume"""
+    """env-step budget: give up (non-zero exit) if the windows are not found by then; may grow on --resume,
+    in [1000, inf)"""
     learning_starts: Annotated[int, Range("[0, inf)")] = 10_000
     """random-action seed frames before learning, in [0, inf)"""
     batch_size: Annotated[int, Range("[1, inf)")] = 256
@@ -86,9 +87,9 @@ class Args:
     window_episodes: Annotated[int, Range("[1, inf)")] = 51
     """training episodes per dataset file (the seed data's 51), in [1, inf)"""
     medium_replay_target: Annotated[float | None, Range("[0, 1000]")] = None
-    """mean return the medium-replay window must reach (default: the seed data's, walk 929.8, run 251.5)"""
+    """mean return the medium-replay window must reach (default: the seed data's, walk 929.8, run 251.5), in [0, 1000]"""
     medium_target: Annotated[float | None, Range("[0, 1000]")] = None
-    """mean return the medium window must reach (default: the seed data's, walk 962.8, run 318.4)"""
+    """mean return the medium window must reach (default: the seed data's, walk 962.8, run 318.4), in [0, 1000]"""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """bf16 autocast for the update; auto: bf16 only where the CPU has it natively (emulated it is ~16x slower)"""
     checkpoint: str | None = None

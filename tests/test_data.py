@@ -1,4 +1,4 @@
-"""Shipped datasets, the TD3 collector, the UTDS converter and the loader's messages on bad files."""
+"""Shipped datasets, the UTDS converter and the loader's messages on bad files (the collector: test_collect.py)."""
 
 import os
 
@@ -36,28 +36,6 @@ def test_shipped_dataset_is_valid(task, quality):
 def test_shipped_datasets_fit_the_size_budget():
     total = sum(os.path.getsize(os.path.join(ROOT, "data", f"walker_{t}_{q}.npz")) for t, q in SHIPPED)
     assert total <= 100 * 2**20
-
-
-def test_collector_end_to_end(tmp_path):
-    result = run_script("data/collect_td3.py", "--task", "run", "--out-dir", str(tmp_path), "--total-timesteps", "3000",
-                        "--learning-starts", "1000", "--eval-every", "1000", "--eval-episodes", "1",
-                        "--medium-episodes", "2", "--hidden-dim", "32", "--medium-target-min", "0", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    medium_replay = load_dataset(str(tmp_path / "walker_run_medium-replay.npz"), "run")
-    medium = load_dataset(str(tmp_path / "walker_run_medium.npz"), "run")
-    check_dataset(medium_replay, "run")
-    check_dataset(medium, "run")
-    assert len(medium_replay["observations"]) == 1000  # stopped at the first evaluation, which reached 0
-    assert len(medium["observations"]) == 2000
-    assert (tmp_path / "walker_run_collection.json").exists()
-
-
-def test_collector_gives_up_with_a_message(tmp_path):
-    result = run_script("data/collect_td3.py", "--task", "walk", "--out-dir", str(tmp_path), "--total-timesteps", "1000",
-                        "--learning-starts", "1000", "--eval-every", "1000", "--eval-episodes", "1",
-                        "--hidden-dim", "32", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "never reached 500" in result.stderr and "Traceback" not in result.stderr
 
 
 def write_utds_episode(path, task: str, seed: int) -> dict:
