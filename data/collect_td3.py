@@ -297,6 +297,7 @@ def main(args: Args) -> None:
     def checkpoint_now(finished: bool = False) -> None:
         save_checkpoint(args, precision, nets, optimizers, buffer, reset_states, log, env,
                         elapsed + time.time() - start, sittings, finished)
+        write_training_returns(os.path.join(args.out_dir, f"walker_{args.task}_training_returns.csv"), log)
 
     returns = [row["return"] for row in log]
     size = args.window_episodes
@@ -345,8 +346,6 @@ def main(args: Args) -> None:
             checkpoint_now()
             last_checkpoint = buffer.size
     progress.close()
-    os.makedirs(args.out_dir, exist_ok=True)
-    write_training_returns(os.path.join(args.out_dir, f"walker_{args.task}_training_returns.csv"), log)
     if medium_start is None:
         checkpoint_now()  # a larger --total-timesteps with --resume continues from here
         missing = "medium-replay" if mr_start is None else "medium"
