@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
 from typing import Annotated, get_type_hints
 
@@ -45,6 +45,12 @@ TASKS = ("walk", "run")
 DATASETS = ("medium", "medium-replay")
 INITS = ("authors", "torch", "corl")
 OBS_DIM, ACT_DIM = 24, 6
+SCALES = ("paper", "cpu")
+# --scale cpu, chosen by the calibration in results/cpu/calibration/: the paper's method hyperparameters on a
+# 2x256 network with batch 256 for a budget of gradient steps (epochs from the data size), about 10
+# evaluations per run, and bf16 where the CPU computes it natively (emulated, it is ~16x slower).
+CPU_SCALE = {"hidden_dim": 256, "num_layers": 2, "batch_size": 256}
+CPU_SCALE_STEPS, CPU_SCALE_EVALUATIONS = 30_000, 10
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ class Args:
     """use deterministic algorithms where torch offers them"""
     cuda: bool = True
     """use CUDA when it is available"""
+    scale: str = "paper"
+    """paper (the report's settings: the defaults below) or cpu (a CPU-sized run, CPU_SCALE); flags typed on the
+    command line win over the scale's"""
     bf16: bool = False
     """bfloat16 autocast for the forward passes (fp32 master weights)"""
     compile: bool = False
@@ -138,6 +147,8 @@ def check_args(args: Args) -> None:
         raise UsageError(f"unknown task {args.task!r}; expected one of {', '.join(TASKS)}")
     if args.dataset not in DATASETS:
         raise UsageError(f"unknown dataset {args.dataset!r}; expected one of {', '.join(DATASETS)}")
+    if args.scale not in SCALES:
+        raise UsageError(f"unknown --scale {args.scale!r}; expected one of {', '.join(SCALES)}")
     if args.init not in INITS:
         raise UsageError(f"unknown --init {args.init!r}; expected one of {', '.join(INITS)}")
     for name, hint in get_type_hints(Args, include_extras=True).items():
@@ -481,7 +492,7 @@ def summarize(history: list[dict]) -> dict:
             "history": history}
 
 
-def train(args: Args, checkpoint: dict | None = None) -> dict:
+def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = None) -> dict:
     check_args(args)
     tasks = [args.task]
     if args.resume is not None:
@@ -499,10 +510,14 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
         keep_freed_memory()
 
     data = load_training_data(args, device)
+    if checkpoint is None and args.scale != "paper":  # a resumed run's arguments are already resolved
+        print(apply_scale(args, len(data["observations"]), device, typed), flush=True)
     steps_per_epoch = len(data["observations"]) // args.batch_size
     print(f"{run_name}: {len(data['observations'])} transitions, {steps_per_epoch} gradient steps per epoch, "
           f"{args.epochs * steps_per_epoch} in total, on {device}", flush=True)
     learner = Learner(args, device)
+    fp32_seconds = warn_if_bf16_is_emulated(args, device, tuple(data[key][:args.batch_size] for key in (
+        "observations", "actions", "rewards", "next_observations")))
     update = learner.update
     if args.compile:
         update = torch.compile(update, mode="reduce-overhead" if device.type == "cuda" else None)
@@ -528,7 +543,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
     progress = Progress(global_step + (args.epochs - first_epoch + 1) * steps_per_epoch, global_step, device,
-                        cpu_scale_flags(args, len(data["observations"])))
+                        suggest_cpu_scale(args), fp32_seconds)
     step_metrics = StepMetrics(device)
 
     def snapshot(completed_epoch: int) -> dict:
@@ -589,6 +604,7 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
     preemption.release()
     results = {"algorithm": ALGORITHM, "args": asdict(args), "run_name": run_name,
                "gradient_steps": global_step, "wall_time_s": time.time() - start, "device": str(device),
+               "precision": "bf16" if args.bf16 else "fp32", "cpu": cpu_description(),
                "code": code, "versions": package_versions(), "tasks": {task: summarize(history[task]) for task in tasks}}
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
@@ -605,7 +621,8 @@ def train(args: Args, checkpoint: dict | None = None) -> dict:
 # ======================================================================================================
 RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model", "compile", "log_every"}  # may differ on --resume
 EVAL_ONLY_CHANGES = RESUMABLE_CHANGES | {"eval_only", "checkpoint", "eval_episodes", "seed", "capture_video",
-                                         "data_dir", "eval_every", "bf16", "compile", "exp_name"}
+                                         "data_dir", "eval_every", "bf16", "compile", "exp_name",
+                                         "scale"}
 
 
 def save_checkpoint(path: str, state: dict) -> None:
@@ -701,8 +718,10 @@ class Progress:
     TIMED_SECONDS = 15  # or fewer timed updates where they are this slow
     SLOW_SECONDS = 3 * 3600
 
-    def __init__(self, total_steps: int, done_steps: int, device: torch.device, smaller_flags: str):
-        self.total_steps, self.first_step, self.device, self.smaller_flags = total_steps, done_steps, device, smaller_flags
+    def __init__(self, total_steps: int, done_steps: int, device: torch.device, suggest_scale: bool = False,
+                 fp32_seconds: float | None = None):
+        self.total_steps, self.first_step, self.device = total_steps, done_steps, device
+        self.suggest_scale, self.fp32_seconds = suggest_scale, fp32_seconds  # fp32 timed: bf16 is emulated here
         self.interactive = sys.stdout.isatty()
         columns, lines = shutil.get_terminal_size()  # 80 x 24 where a terminal does not say its size
         self.bar = tqdm(total=total_steps, initial=done_steps, unit="step", file=sys.stdout, ncols=columns, nrows=lines,
@@ -736,11 +755,22 @@ class Progress:
         line = (f"cost: {seconds * 1000:.1f} ms per update on {self.device.type}; the remaining {self.total_steps - step} "
                 f"of {self.total_steps} updates take about {format_duration(remaining)}, evaluations not included")
         if self.device.type == "cpu" and remaining > self.SLOW_SECONDS:
-            line += "\nhint: this is a GPU-sized run; use a GPU (with --bf16 --compile there)"
-            if self.smaller_flags:
-                line += f", or the cpu scale of scripts/reproduce.py (results/cpu): {self.smaller_flags}"
+            line += "\n" + self.slow_run_hint(self.total_steps - step)
         self.write(line)
         self.cost_reported = True
+
+    def slow_run_hint(self, remaining_steps: int) -> str:
+        """The cause of a slow CPU run and the flags that fit: a GPU only where even fp32 is hours here."""
+        if self.fp32_seconds is not None:
+            fp32_remaining = remaining_steps * self.fp32_seconds
+            if fp32_remaining <= self.SLOW_SECONDS:
+                return (f"hint: bf16 is emulated on this CPU; without --bf16 (fp32) the remaining updates take about "
+                        f"{format_duration(fp32_remaining)}")
+            hint = (f"hint: bf16 is emulated on this CPU, and in fp32 the remaining updates still take about "
+                    f"{format_duration(fp32_remaining)}: a GPU-sized run here; use a GPU (with --bf16 --compile there)")
+        else:
+            hint = "hint: a GPU-sized run for this CPU; use a GPU (with --bf16 --compile there)"
+        return hint + (", or --scale cpu (a CPU-sized run, results/cpu)" if self.suggest_scale else "")
 
     def plain_line(self, step: int) -> None:
         rate = (step - self.first_step) / max(time.time() - self.start, 1e-9)
@@ -770,14 +800,88 @@ class Progress:
         self.bar.close()
 
 
-def cpu_scale_flags(args: Args, num_transitions: int) -> str:
-    """This run's flags at the cpu scale of scripts/reproduce.py (30,000 gradient steps), for the slow-run hint;
-    empty when the run is no larger."""
-    if args.hidden_dim <= 256 and args.num_layers <= 2 and args.batch_size <= 256:
-        return ""
-    epochs = math.ceil(30_000 / (num_transitions // 256))
-    every = max(1, round(epochs / 10))  # about 10 evaluations per run, as at that scale
-    return f"--hidden-dim 256 --num-layers 2 --batch-size 256 --bf16 --epochs {epochs} --eval-every {every}"
+def apply_scale(args: Args, num_transitions: int, device: torch.device, typed: set[str] | None) -> str:
+    """Resolve --scale cpu for this run: CPU_SCALE, its step budget as epochs of this data, and bf16 where the
+    device computes it natively; the flags in `typed` keep their values. Returns the line that says so."""
+    if typed is None:  # called from Python: the fields set away from their defaults count as typed
+        typed = {name for name, value in asdict(Args()).items() if getattr(args, name) != value}
+    for name, value in {**CPU_SCALE, "bf16": native_bf16(device)}.items():
+        if name not in typed:
+            setattr(args, name, value)
+    if "epochs" not in typed:
+        args.epochs = math.ceil(CPU_SCALE_STEPS / max(1, num_transitions // args.batch_size))
+    if "eval_every" not in typed:
+        args.eval_every = max(1, round(args.epochs / CPU_SCALE_EVALUATIONS))
+    flags = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in [*CPU_SCALE, "epochs", "eval_every"]]
+    flags.append("--bf16" if args.bf16 else "--no-bf16")
+    kept = sorted(f"--{name.replace('_', '-')}" for name in typed if name in [*CPU_SCALE, "epochs", "eval_every",
+                                                                          "relabel_every", "bf16"])
+    if args.bf16:
+        precision = "bf16, native here" if native_bf16(device) else "bf16 as typed, emulated on this CPU"
+    else:
+        precision = "fp32, as typed" if "bf16" in typed else "fp32: no native bf16 here"
+    return (f"scale cpu: {' '.join(flags)} ({CPU_SCALE_STEPS} gradient steps; {precision})"
+            + (f"; typed, kept: {' '.join(kept)}" if kept else ""))
+
+
+def typed_flags(argv: list[str]) -> set[str]:
+    """The Args fields named on the command line (--name value, --name=value, --no-name)."""
+    names = set()
+    for token in argv:
+        if token.startswith("--"):
+            name = token[2:].split("=", 1)[0].replace("-", "_")
+            names.add(name[3:] if name.startswith("no_") and name[3:] in Args.__dataclass_fields__ else name)
+    return names
+
+
+def suggest_cpu_scale(args: Args) -> bool:
+    """Whether the slow-run hint should name --scale cpu: a paper-scale run larger than the cpu scale."""
+    return args.scale == "paper" and any(getattr(args, name) > value for name, value in CPU_SCALE.items())
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 in hardware: AVX-512 BF16 or AMX on a CPU (elsewhere oneDNN emulates it, ~16x slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def cpu_description() -> dict:
+    """What a results file needs to say about the CPU: its model, vector capability and native bf16."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {"model": model, "capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": native_bf16(torch.device("cpu"))}
+
+
+def warn_if_bf16_is_emulated(args: Args, device: torch.device, batch: tuple) -> float | None:
+    """--bf16 on a CPU without native bf16: time a few updates of two throwaway learners, bf16 and fp32 (the RNG
+    states are restored, so the run computes what it would have), and warn in one line. Returns the fp32
+    seconds per update, for the slow-run hint; None where bf16 is native or not asked."""
+    if device.type != "cpu" or not args.bf16 or native_bf16(device):
+        return None
+    states = rng_states()
+    seconds = {bf16: time_updates(Learner(replace(args, bf16=bf16), device).update, batch) for bf16 in (True, False)}
+    set_rng_states(states)
+    print(f"warning: this CPU ({cpu_description()['capability']}) has no native bf16 (AVX-512 BF16 or AMX), so --bf16 "
+          f"is emulated: {seconds[True] * 1000:.0f} ms per update against {seconds[False] * 1000:.0f} ms in fp32 "
+          f"({seconds[True] / seconds[False]:.1f}x); without --bf16 this run is faster", flush=True)
+    return seconds[False]
+
+
+def time_updates(update, batch: tuple, warmup: int = 1, timed: int = 3, budget_seconds: float = 10.0) -> float:
+    """Seconds per update after `warmup` untimed ones (the first allocates), at most about `budget_seconds`."""
+    for _ in range(warmup):
+        update(*batch)
+    start, done = time.time(), 0
+    while done < timed and (done == 0 or time.time() - start < budget_seconds):
+        update(*batch)
+        done += 1
+    return (time.time() - start) / done
 
 
 SHOWN_METRICS = ("critic_loss", "actor_loss", "loss", "alpha")  # beside the progress bar; tensorboard has all
@@ -969,7 +1073,7 @@ def main() -> None:
         if args.eval_only:
             evaluate_checkpoint(args, checkpoint)
         else:
-            train(args, checkpoint if args.resume is not None else None)
+            train(args, checkpoint if args.resume is not None else None, typed_flags(sys.argv[1:]))
     except (UsageError, TrainingDiverged) as exc:
         sys.exit(f"error: {exc}")
     except Preempted as exc:

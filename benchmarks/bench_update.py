@@ -47,7 +47,7 @@ MODULES = {"bc": bc, "csac": csac, "mtcsac": mtcsac, "hcsac": hcsac}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {"paper": {"hidden_dim": 1024, "num_layers": 3, "batch_size": 1024},
          "3x256": {"hidden_dim": 256, "num_layers": 3, "batch_size": 256},  # CORL's cql.py size
-         "cpu": {"hidden_dim": 256, "num_layers": 2, "batch_size": 256}}  # scripts/reproduce.py's cpu scale
+         "cpu": dict(csac.CPU_SCALE)}  # the scripts' --scale cpu
 
 
 @dataclass
@@ -113,6 +113,8 @@ def sync(device: torch.device) -> None:
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 10) -> float:
     """Best GFLOP/s of an n x n matmul: the ceiling the updates are compared with."""
+    if dtype == torch.bfloat16 and not csac.native_bf16(device):
+        n, repeats = 1024, 2  # emulated bf16 runs ~1 GFLOP/s: the 4096 matmul would take minutes
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     best = float("inf")
@@ -387,7 +389,10 @@ def main(args: Args) -> None:
     for device in devices:
         if device.type == "cpu":
             keep_freed_memory(csac)  # as the scripts' train() does on CPU
-        name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+        cpu = csac.cpu_description()
+        name = torch.cuda.get_device_name() if device.type == "cuda" else (
+            f"CPU {cpu['model']} ({cpu['capability']}, native bf16 {'yes' if cpu['native_bf16'] else 'no'}), "
+            f"{torch.get_num_threads()} threads")
         peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
         print(f"\n## {name}: matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s\n")
         print("| algorithm | size | precision | ms/update | updates/s | GFLOP/update | GFLOP/s | % of peak |")

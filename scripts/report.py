@@ -56,6 +56,25 @@ def load_runs(runs_dir: str) -> list[dict]:
     return runs
 
 
+def precision(results: dict) -> str:
+    """bf16 or fp32; results files from before the field existed say it by their --bf16 flag."""
+    return results.get("precision") or ("bf16" if results["args"].get("bf16") else "fp32")
+
+
+def check_one_precision_per_cell(runs: list[dict]) -> None:
+    """A cell averages runs of one precision only: bf16 and fp32 runs are different measurements."""
+    seen = defaultdict(lambda: defaultdict(list))
+    for results in runs:
+        for task in results["tasks"]:
+            cell = (results["args"]["dataset"], task, results["algorithm"])
+            seen[cell][precision(results)].append(results.get("run_name", "?"))
+    for (dataset, task, algorithm), by_precision in sorted(seen.items()):
+        if len(by_precision) > 1:
+            found = "; ".join(f"{p}: {', '.join(names)}" for p, names in sorted(by_precision.items()))
+            raise SystemExit(f"error: the cell {algorithm} {dataset} {task} mixes precisions ({found}); report each "
+                             f"precision from its own --results-dir")
+
+
 def cell_values(runs: list[dict], last: int = 1) -> dict[tuple[str, str, str], list[float]]:
     """(dataset, task, algorithm) -> per seed, the final evaluation's mean return, or with `last` > 1 the mean
     of the last `last` evaluations (one evaluation of 10 episodes is noisy: a walker that falls scores ~20)."""
@@ -169,20 +188,20 @@ def main(args: Args) -> None:
     if not runs:
         raise SystemExit(f"error: {out_dir}/runs: no finished runs to report (scripts/reproduce.py puts them there)")
 
+    check_one_precision_per_cell(runs)
     cells = cell_values(runs)
     ours = cell_stats(cells)
     full = max(len(v) for v in cells.values())
     scale = SCALES.get(args.scale)
     flags = f"`{' '.join(scale.flags)}`" if scale and scale.flags else "none (the scripts' defaults: the paper's)"
-    if scale and scale.steps:
-        flags += f"; a budget of {scale.steps} gradient steps per run (turned into `--epochs` per run, see below)"
+    precisions = sorted({precision(r) for r in runs})
     commits = sorted({c["commit"][:10] + ("+dirty" if c["dirty"] else "") for r in runs for c in r.get("code", [])
                       if c.get("commit")})
     lines = [f"# Table 1, scale `{args.scale}`", "",
              f"Final evaluation return (mean ± std over seeds of each run's last evaluation, up to {full} seed(s) per "
              f"cell; a cell with fewer says how many); every evaluation is 10 episodes per task unless the flags say otherwise. Made by "
              f"`python scripts/reproduce.py --scale {args.scale}` then `python scripts/report.py --scale {args.scale}`.",
-             "", f"Scale flags: {flags}.", "", f"Code: commit(s) {', '.join(commits) or 'not recorded'}.", "",
+             "", f"Scale flags: {flags}; precision {', '.join(precisions)}.", "", f"Code: commit(s) {', '.join(commits) or 'not recorded'}.", "",
              *table_rows(ours, full), "",
              "## The seed report's Table 1 (5 seeds, its own datasets, 1000 epochs at the paper's size)", "",
              *table_rows(SEED_TABLE), "",

@@ -18,7 +18,6 @@ runs/ and results/) must be at the same path on every node, e.g. on a shared fil
 from __future__ import annotations
 
 import functools
-import math
 import os
 import shutil
 import signal
@@ -30,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Annotated
 
-import numpy as np
 import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,21 +42,16 @@ SINGLE_TASK = ("bc", "csac")
 
 @dataclass(frozen=True)
 class Scale:
-    """Flag overrides given to all four scripts (their defaults are the paper's), and optionally a gradient-step
-    budget: the same number of steps for every run, turned into --epochs per run from its data size and batch,
-    with --eval-every and --relabel-every set to give about `evaluations` and `relabelings` per run."""
+    """Flags given to all four scripts (their defaults are the paper's)."""
     flags: tuple[str, ...]
-    steps: int | None = None
-    evaluations: int = 10
-    relabelings: int = 10  # the paper relabels every 100 of its 1000 epochs
 
 
 SCALES = {
     # The seed's hyperparameters: 3x1024 MLPs, batch 1024, 1000 epochs. A GPU job.
     "paper": Scale(()),
-    # CPU-sized, chosen by the calibration in results/cpu/calibration/: the paper's method hyperparameters,
-    # a smaller network and batch, bf16, and the same gradient-step budget for every algorithm.
-    "cpu": Scale(("--hidden-dim", "256", "--num-layers", "2", "--batch-size", "256", "--bf16"), steps=30_000),
+    # CPU-sized, defined once in each script (CPU_SCALE; chosen by the calibration in results/cpu/calibration/):
+    # a smaller network and batch, the same gradient-step budget for every run, bf16 where the CPU has it.
+    "cpu": Scale(("--scale", "cpu")),
     # Seconds per run: for tests and smoke checks of the grid itself, not for results.
     "tiny": Scale(("--hidden-dim", "32", "--num-layers", "2", "--batch-size", "256", "--epochs", "2", "--eval-every", "1",
                    "--eval-episodes", "1", "--relabel-every", "1")),
@@ -109,32 +102,9 @@ class Run:
         return f"{self.algorithm}__{self.dataset}{task}__s{self.seed}"
 
 
-def flag_value(flags, name: str, default: str) -> str:
-    return flags[flags.index(name) + 1] if name in flags else default
-
-
-def num_transitions(run: Run, data_dir: str) -> int:
-    """Rows the run trains on: its task's dataset, or both tasks' for the multi-task algorithms."""
-    total = 0
-    for task in ([run.task] if run.task else TASKS):
-        path = os.path.join(data_dir, f"walker_{task}_{run.dataset}.npz")
-        try:
-            with np.load(path) as npz:
-                total += len(npz["observations"])
-        except (OSError, KeyError, ValueError) as exc:
-            sys.exit(f"error: {path}: cannot read its observations ({type(exc).__name__}: {exc})")
-    return total
-
-
-def scale_flags(scale_name: str, run: Run, data_dir: str) -> list[str]:
-    """The scale's flags for this run, with a step budget turned into --epochs, --eval-every, --relabel-every."""
-    scale, flags = SCALES[scale_name], list(SCALES[scale_name].flags)
-    if scale.steps is not None:
-        steps_per_epoch = num_transitions(run, data_dir) // int(flag_value(flags, "--batch-size", "1024"))
-        epochs = math.ceil(scale.steps / steps_per_epoch)
-        flags += ["--epochs", str(epochs), "--eval-every", str(max(1, round(epochs / scale.evaluations))),
-                  "--relabel-every", str(max(1, round(epochs / scale.relabelings)))]
-    out, i = [], 0
+def scale_flags(scale_name: str, run: Run) -> list[str]:
+    """The scale's flags for this run (the flags only hcsac takes left out for the others)."""
+    flags, out, i = list(SCALES[scale_name].flags), [], 0
     while i < len(flags):
         takes_value = i + 1 < len(flags) and not flags[i + 1].startswith("--")
         chunk = flags[i:i + 2] if takes_value else flags[i:i + 1]
@@ -161,7 +131,7 @@ def command(run: Run, args: Args) -> list[str]:
         return script + ["--resume", run_dir]  # killed earlier: continue from its checkpoint
     task = ["--task", run.task] if run.task else []
     return script + ["--dataset", run.dataset, *task, "--seed", str(run.seed), "--data-dir", args.data_dir,
-                     "--run-name", f"{args.scale}/{run.name}", *scale_flags(args.scale, run, args.data_dir)]
+                     "--run-name", f"{args.scale}/{run.name}", *scale_flags(args.scale, run)]
 
 
 def finished_results(run: Run, args: Args) -> str:

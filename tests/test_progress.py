@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import pty
 import re
@@ -53,26 +54,86 @@ def test_progress_bar_on_a_terminal_before_the_first_evaluation(script, tiny_dat
     assert "step/s" in output and output.index("cost: ") < first_evaluation
 
 
-def test_cost_line_projects_the_run_and_hints_on_a_slow_cpu(capsys):
-    progress = csac.Progress(total_steps=1_000_000, done_steps=0, device=torch.device("cpu"),
-                             smaller_flags="--hidden-dim 256 --epochs 154")
+def cost_output(progress, capsys) -> str:
+    """Drive a Progress through its timed updates as if each took 2 s; returns what it printed."""
     for step in range(1, 3):
         progress.step(step)
     progress.timer_start -= 10.0  # as if the 5 timed updates took 2 s each
     for step in range(3, 8):
         progress.step(step)
-    out = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def test_cost_line_projects_the_run_and_hints_on_a_slow_cpu(capsys):
+    out = cost_output(csac.Progress(total_steps=1_000_000, done_steps=0, device=torch.device("cpu"),
+                                    suggest_scale=True), capsys)
     [cost] = [line for line in out.splitlines() if line.startswith("cost: ")]
     seconds_per_update = float(re.search(r"cost: ([\d.]+) ms per update", cost).group(1)) / 1000
     assert seconds_per_update == pytest.approx(2.0, rel=0.05)
     assert re.search(r"the remaining 999993 of 1000000 updates take about 23\.[12] days", cost)  # 2 s x 999993
-    assert "hint: this is a GPU-sized run" in out and "--hidden-dim 256 --epochs 154" in out
+    assert "hint: a GPU-sized run for this CPU" in out and "or --scale cpu" in out
 
-    quick = csac.Progress(total_steps=100, done_steps=0, device=torch.device("cpu"), smaller_flags="--x")
+    quick = csac.Progress(total_steps=100, done_steps=0, device=torch.device("cpu"), suggest_scale=True)
     for step in range(1, 8):
         quick.step(step)
     out = capsys.readouterr().out
     assert "cost: " in out and "hint" not in out
+
+
+def test_hint_on_emulated_bf16_names_fp32_not_a_gpu(capsys):
+    """bf16 at 2 s per update where fp32 takes 0.1 s: 10,000 updates are 5.6 h in bf16 but 17 min in fp32."""
+    out = cost_output(csac.Progress(total_steps=10_007, done_steps=0, device=torch.device("cpu"),
+                                    fp32_seconds=0.1), capsys)
+    assert "hint: bf16 is emulated on this CPU; without --bf16 (fp32) the remaining updates take about 16.7 min" in out
+    assert "GPU" not in out
+    slow = cost_output(csac.Progress(total_steps=1_000_007, done_steps=0, device=torch.device("cpu"),
+                                     suggest_scale=True, fp32_seconds=0.1), capsys)
+    assert "in fp32 the remaining updates still take about 27.8 h: a GPU-sized run here" in slow
+    assert "or --scale cpu" in slow
+
+
+@pytest.mark.parametrize("module", [bc, csac, mtcsac, hcsac], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "emulated-bf16"])
+def test_scale_cpu_resolves_per_cpu_and_keeps_typed_flags(module, native, monkeypatch):
+    monkeypatch.setattr(module, "native_bf16", lambda device: native)
+    cpu = torch.device("cpu")
+    args = module.Args(scale="cpu")
+    line = module.apply_scale(args, 100_000, cpu, typed={"scale"})
+    assert (args.hidden_dim, args.num_layers, args.batch_size) == (256, 2, 256)
+    assert args.bf16 is native and (("--bf16 " in line) if native else ("--no-bf16" in line))
+    assert ("native here" in line) if native else ("no native bf16 here" in line)
+    steps_per_epoch = 100_000 // 256
+    assert module.CPU_SCALE_STEPS <= args.epochs * steps_per_epoch < module.CPU_SCALE_STEPS + steps_per_epoch
+    assert args.eval_every == round(args.epochs / module.CPU_SCALE_EVALUATIONS)
+    if module is hcsac:
+        assert args.relabel_every == round(args.epochs / module.CPU_SCALE_RELABELINGS)
+    # flags typed on the command line win; the budget follows a typed batch size
+    typed = module.typed_flags(["--scale", "cpu", "--hidden-dim=64", "--batch-size", "512", "--no-bf16"])
+    assert typed == {"scale", "hidden_dim", "batch_size", "bf16"}
+    args = module.Args(scale="cpu", hidden_dim=64, batch_size=512, bf16=False)
+    line = module.apply_scale(args, 100_000, cpu, typed)
+    assert (args.hidden_dim, args.batch_size, args.bf16) == (64, 512, False) and args.num_layers == 2
+    assert args.epochs == math.ceil(module.CPU_SCALE_STEPS / (100_000 // 512))
+    assert "typed, kept: --batch-size --bf16 --hidden-dim" in line and "fp32, as typed" in line
+
+
+@pytest.mark.parametrize("module", [bc, csac, mtcsac, hcsac], ids=lambda m: m.__name__)
+def test_bf16_on_a_cpu_without_it_warns_with_both_costs(module, monkeypatch, capsys):
+    monkeypatch.setattr(module, "native_bf16", lambda device: False)
+    args = module.Args(hidden_dim=16, num_layers=1, batch_size=8, bf16=True)
+    batch = (torch.randn(8, 24), *([torch.zeros(8, dtype=torch.long)] if module in (mtcsac, hcsac) else []),
+             torch.rand(8, 6) * 2 - 1, torch.rand(8), torch.randn(8, 24))
+    torch.manual_seed(0)
+    expected_next = torch.rand(3)
+    torch.manual_seed(0)
+    fp32_seconds = module.warn_if_bf16_is_emulated(args, torch.device("cpu"), batch)
+    assert torch.equal(torch.rand(3), expected_next)  # the throwaway learners left the RNG as it was
+    [line] = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("warning: this CPU (") and "has no native bf16" in line
+    assert re.search(r"emulated: \d+ ms per update against \d+ ms in fp32", line) and fp32_seconds > 0
+    monkeypatch.setattr(module, "native_bf16", lambda device: True)
+    assert module.warn_if_bf16_is_emulated(args, torch.device("cpu"), batch) is None
+    assert capsys.readouterr().out == ""
 
 
 def test_logged_loss_is_the_mean_of_the_steps_since_the_previous_log(tiny_data_dir, tmp_path, monkeypatch):
@@ -104,16 +165,3 @@ def test_logged_loss_is_the_mean_of_the_steps_since_the_previous_log(tiny_data_d
     assert logged[2] != pytest.approx(per_step[1]["critic_loss"], rel=1e-5)  # a mean, not the last batch
     alpha = {event.step: event.value for event in events.Scalars("charts/alpha")}
     assert alpha[4] == pytest.approx((per_step[2]["alpha"] + per_step[3]["alpha"]) / 2, rel=1e-6)
-
-
-@pytest.mark.parametrize("module,run", [(bc, reproduce.Run("bc", "medium", 0, "walk")),
-                                        (csac, reproduce.Run("csac", "medium-replay", 0, "run")),
-                                        (mtcsac, reproduce.Run("mtcsac", "medium", 0, None)),
-                                        (hcsac, reproduce.Run("hcsac", "medium-replay", 0, None))],
-                         ids=lambda x: getattr(x, "__name__", ""))
-def test_slow_run_hint_gives_the_flags_of_reproduces_cpu_scale(module, run):
-    """The scripts stand alone, so their hint repeats the cpu scale; this keeps the two the same."""
-    data_dir = os.path.join(reproduce.ROOT, "data")
-    expected = " ".join(reproduce.scale_flags("cpu", run, data_dir))
-    assert module.cpu_scale_flags(module.Args(), reproduce.num_transitions(run, data_dir)) == expected
-    assert module.cpu_scale_flags(module.Args(hidden_dim=256, num_layers=2, batch_size=256), 50_000) == ""

@@ -61,18 +61,33 @@ def test_grid_and_report(tiny_data_dir, tmp_path):
     assert "11 already finished, 1 to do" in result.stdout and "bc__medium__run__s0: done" in result.stdout
 
 
-@pytest.mark.parametrize("algorithm,dataset,task,rows", [("csac", "medium", "walk", 50_000),
-                                                          ("mtcsac", "medium", None, 100_000),
-                                                          ("hcsac", "medium-replay", None, 220_000)])
-def test_step_budget_becomes_epochs(algorithm, dataset, task, rows):
-    """The cpu scale gives every run the same gradient-step budget, whatever its data size."""
-    run = reproduce.Run(algorithm, dataset, 0, task)
-    flags = reproduce.scale_flags("cpu", run, os.path.join(reproduce.ROOT, "data"))
-    batch, epochs = int(flags[flags.index("--batch-size") + 1]), int(flags[flags.index("--epochs") + 1])
-    budget = reproduce.SCALES["cpu"].steps
-    assert reproduce.num_transitions(run, os.path.join(reproduce.ROOT, "data")) == rows
-    assert budget <= epochs * (rows // batch) < budget + rows // batch  # the fewest epochs that reach the budget
-    assert ("--relabel-every" in flags) == (algorithm == "hcsac")
+def test_cpu_scale_is_the_scripts_own_definition():
+    """reproduce.py passes --scale cpu and copies none of its flags: each script resolves it (test_progress)."""
+    assert reproduce.SCALES["cpu"].flags == ("--scale", "cpu")
+    run = reproduce.Run("csac", "medium", 0, "walk")
+    command = reproduce.command(run, reproduce.Args(scale="cpu", workdir="/nonexistent"))
+    assert command[-2:] == ["--scale", "cpu"] and "--hidden-dim" not in command
+
+
+def test_report_refuses_a_cell_of_mixed_precision(tmp_path):
+    def run(seed: int, precision: str | None, bf16: bool) -> dict:
+        history = [{"epoch": 1, "step": 1000, "train_seconds": 1.0, "mean": 100.0 + seed, "returns": [100.0]}]
+        return {"algorithm": "csac", "run_name": f"cpu/csac__medium__walk__s{seed}", "gradient_steps": 1000,
+                "wall_time_s": 1.0, **({"precision": precision} if precision else {}),
+                "args": {"dataset": "medium", "task": "walk", "bf16": bf16, "epochs": 1},
+                "tasks": {"walk": {"history": history, "final": {"mean": 100.0 + seed}}}}
+    runs = tmp_path / "results" / "cpu" / "runs"
+    runs.mkdir(parents=True)
+    (runs / "a.json").write_text(json.dumps(run(0, None, True)))  # an older file: bf16 by its flag
+    (runs / "b.json").write_text(json.dumps(run(1, "bf16", True)))
+    ok = run_script("scripts/report.py", "--scale", "cpu", "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "precision bf16." in (tmp_path / "results" / "cpu" / "table1.md").read_text()
+    (runs / "c.json").write_text(json.dumps(run(2, "fp32", False)))
+    mixed = run_script("scripts/report.py", "--scale", "cpu", "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
+    assert mixed.returncode == 1 and "Traceback" not in mixed.stderr and mixed.stderr.count("\n") == 1
+    assert "the cell csac medium walk mixes precisions (bf16: cpu/csac__medium__walk__s0, cpu/csac__medium__walk__s1; " \
+           "fp32: cpu/csac__medium__walk__s2)" in mixed.stderr
 
 
 def test_report_marks_missing_runs(tiny_data_dir, tmp_path):

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import TASK_FLAGS, TINY_FLAGS, run_script
 
 SCRIPTS = {"bc.py": ["walk"], "csac.py": ["run"], "mtcsac.py": ["walk", "run"], "hcsac.py": ["walk", "run"]}
@@ -17,10 +18,16 @@ def read_results(cwd, run_name: str) -> dict:
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_runs_end_to_end(script, tiny_data_dir, tmp_path):
     extra = ["--relabel-every", "1"] if script == "hcsac.py" else []
-    result = run_script(script, "--data-dir", tiny_data_dir, "--run-name", "tiny", "--save-model",
+    # --scale cpu with every size flag typed: the tiny run, in the precision the cpu scale picks for this CPU
+    result = run_script(script, "--data-dir", tiny_data_dir, "--run-name", "tiny", "--save-model", "--scale", "cpu",
                         *TASK_FLAGS[script], *TINY_FLAGS, *extra, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     results = read_results(tmp_path, "tiny")
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert results["precision"] == ("bf16" if native else "fp32") and results["args"]["bf16"] is native
+    assert results["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert results["cpu"]["native_bf16"] is native and results["cpu"]["model"]
+    assert "scale cpu: --hidden-dim 32 --num-layers 2 --batch-size 256 --epochs 2 --eval-every 1" in result.stdout
     assert sorted(results["tasks"]) == sorted(SCRIPTS[script])
     for task, entry in results["tasks"].items():
         assert entry["final"]["epoch"] == 2 and len(entry["final"]["returns"]) == 2
