@@ -387,6 +387,8 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
                         suggest_cpu_scale(args), fp32_seconds)
     step_metrics = StepMetrics(device)
 
+    start = time.time() - elapsed_before  # wall time of this run, earlier processes included
+
     def snapshot(completed_epoch: int) -> dict:
         """Everything --resume needs to continue exactly."""
         return {"algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": completed_epoch,
@@ -394,15 +396,11 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
                 "elapsed": time.time() - start, "rng": rng_states(), "code": code}
 
     preemption = Preemption()
-    start = time.time() - elapsed_before
     for epoch in range(first_epoch, args.epochs + 1):
         epoch_start = time.time()
-        num_transitions = len(data["observations"])
-        if resume_at is not None:  # the epoch a signal interrupted: its batch order, from the next batch on
-            permutation, first_begin, resume_at = resume_at["permutation"].to(device), resume_at["next_begin"], None
-        else:
-            permutation, first_begin = torch.randperm(num_transitions, device=device), 0
-        for begin in range(first_begin, num_transitions - args.batch_size + 1, args.batch_size):  # drop the last partial batch
+        permutation, first_begin = epoch_batch_order(len(data["observations"]), device, resume_at)
+        resume_at = None
+        for begin in range(first_begin, len(permutation) - args.batch_size + 1, args.batch_size):  # drop the last partial batch
             idx = permutation[begin:begin + args.batch_size]
             metrics = update(data["observations"][idx], data["actions"][idx], data["rewards"][idx],
                              data["next_observations"][idx])
@@ -464,6 +462,14 @@ RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_mode
 EVAL_ONLY_CHANGES = RESUMABLE_CHANGES | {"eval_only", "checkpoint", "eval_episodes", "seed", "capture_video",
                                          "data_dir", "eval_every", "bf16", "compile", "exp_name",
                                          "scale"}
+
+
+def epoch_batch_order(num_transitions: int, device: torch.device, resume_at: dict | None) -> tuple[torch.Tensor, int]:
+    """The epoch's shuffled row order and the offset of its first batch: a fresh permutation, or, in the epoch a
+    signal interrupted, that epoch's saved permutation from the batch after the last one trained."""
+    if resume_at is not None:
+        return resume_at["permutation"].to(device), resume_at["next_begin"]
+    return torch.randperm(num_transitions, device=device), 0
 
 
 def save_checkpoint(path: str, state: dict) -> None:

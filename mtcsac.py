@@ -119,7 +119,7 @@ class Args:
     critic_lr: Annotated[float, Range("(0, inf)")] = 3e-4
     """Adam's learning rate of the critics, in (0, inf)"""
     actor_lr: Annotated[float, Range("(0, inf)")] = 1e-4
-    """also the learning rate of the entropy temperature alpha, in (0, inf)"""
+    """Adam's learning rate of the actor, and also of the entropy temperature alpha, in (0, inf)"""
     tau: Annotated[float, Range("(0, 1]")] = 0.01
     """target networks move this fraction towards the critics per step, in (0, 1]"""
     gamma: Annotated[float, Range("[0, 1)")] = 0.99
@@ -131,7 +131,9 @@ class Args:
     init: str = "authors"
     """details the paper leaves open: authors (log-std = s * out + b with learnable s = 1, b = -1, as in the
     authors' code; learned faster per step in results/cpu/calibration), torch (log-std from the network,
-    PyTorch's default init), corl (authors plus orthogonal critics and last layers of gain 1e-2, CORL's cql.py)"""
+    PyTorch's default init), corl (authors plus, as CORL's cql.py code does: orthogonal critics with output gain
+    1e-2, and an actor with only its last layer xavier-initialised at gain 1e-2, since CORL's actor ignores its
+    orthogonal_init flag)"""
     eval_every: Annotated[int, Range("[1, inf)")] = 10
     """epochs between evaluations, in [1, inf)"""
     eval_episodes: Annotated[int, Range("[1, inf)")] = 10
@@ -330,11 +332,11 @@ class Critic(nn.Module):
         z = self.task_embedding(obs, task_ids)
         z = z.expand(*actions.shape[:-1], z.shape[-1])
         x = torch.cat([z, actions], -1).reshape(-1, z.shape[-1] + ACT_DIM)
-        if onednn_fusion_applies(x):  # speed on CPU, the same Q-values (see OneDNNLinearReLU)
-            q = torch.stack([onednn_member_forward(self.net, member, x) for member in range(self.num_critics)])
-        else:
-            q = self.net(x.expand(self.num_critics, -1, -1))
-        return q.reshape(self.num_critics, *actions.shape[:-1])
+        return self.ensemble(x).reshape(self.num_critics, *actions.shape[:-1])
+
+    def ensemble(self, x: torch.Tensor) -> torch.Tensor:
+        """Every critic on the same inputs: [N, in] -> [num_critics, N, 1]."""
+        return self.net(x.expand(self.num_critics, -1, -1))
 
 
 class Actor(nn.Module):
@@ -356,6 +358,8 @@ class Actor(nn.Module):
         mean, log_std = self.net(self.task_embedding(obs, task_ids)).chunk(2, -1)
         if self.learnable_log_std:
             log_std = self.log_std_scale * log_std + self.log_std_offset
+        # log-std bounds [-5, 2] as CleanRL's SAC (the authors' code and CORL clamp at -20; std e^-5 = 0.007 is
+        # already near-deterministic for actions in [-1, 1])
         return mean, log_std.clamp(-5.0, 2.0)
 
     @torch.no_grad()
@@ -376,17 +380,17 @@ def sample_tanh_gaussian(mean, log_std, num_samples: int) -> tuple[torch.Tensor,
 
 
 # ----------------------------------------------------------------------------------------------- update
-def cql_penalty(q_uniform, q_policy, q_policy_next, log_prob, log_prob_next, q_data) -> torch.Tensor:
-    """Eq. 8-9 per critic: logsumexp over importance-weighted sampled actions minus Q on the data actions.
+def cql_logsumexp(q_uniform, q_policy, q_policy_next, log_prob, log_prob_next) -> torch.Tensor:
+    """Eq. 9: log-sum-exp over importance-weighted sampled actions, the soft maximum of Q off the data.
 
-    Q-values are [num_critics, num_samples, B] (q_data [num_critics, B]); the uniform density over
-    [-1, 1]^6 is 0.5^6. Returns the batch mean per critic, [num_critics]. Every sampled action is
-    evaluated at s, including those drawn from pi(.|s'), as in the CQL reference code.
+    Q-values are [num_critics, num_samples, B]; the uniform density over [-1, 1]^6 is 0.5^6. Returns
+    [num_critics, B]. Every sampled action is evaluated at s, including those drawn from pi(.|s'), as in
+    the CQL reference code.
     """
     uniform_log_density = ACT_DIM * math.log(0.5)
     importance_weighted = torch.cat(
         [q_uniform - uniform_log_density, q_policy - log_prob, q_policy_next - log_prob_next], dim=1)
-    return (torch.logsumexp(importance_weighted, dim=1) - q_data).mean(-1)
+    return torch.logsumexp(importance_weighted, dim=1)
 
 
 class Learner:
@@ -395,7 +399,9 @@ class Learner:
     def __init__(self, args: Args, device: torch.device):
         self.args, self.device = args, device
         self.actor = Actor(args.hidden_dim, args.num_layers, args.task_embedding, args.init).to(device)
-        self.critic = Critic(args.hidden_dim, args.num_layers, args.task_embedding, args.init).to(device)
+        # on CPU the critic takes the oneDNN speed path (the same Q-values, see CPUFusedCritic)
+        critic_class = CPUFusedCritic if device.type == "cpu" else Critic
+        self.critic = critic_class(args.hidden_dim, args.num_layers, args.task_embedding, args.init).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.zeros((), device=device, requires_grad=True)
         self.target_entropy = -float(ACT_DIM)  # Eq. 5-6: minimum entropy -|A|
@@ -430,10 +436,11 @@ class Learner:
             # One actor forward for s and s'; sample 0 feeds the actor loss (at s) and the Bellman target
             # (at s'), samples 1..n the CQL log-sum-exp.
             mean, log_std = self.actor(torch.cat([obs, next_obs]), torch.cat([task_ids, task_ids]))
-            sampled, log_prob = sample_tanh_gaussian(mean.float(), log_std.float(), 1 + n)
-            new_actions, new_log_prob = sampled[0, :batch_size], log_prob[0, :batch_size]
-            next_actions = sampled[0, batch_size:].detach()
-            cql_actions, cql_log_prob = sampled[1:].detach(), log_prob[1:].detach()
+            sampled, log_prob = sample_tanh_gaussian(mean.float(), log_std.float(), 1 + n)  # [1 + n, 2B, ...]
+            actions_s, actions_next = sampled.split(batch_size, dim=1)  # pi(.|s), pi(.|s')
+            log_prob_s, log_prob_next = log_prob.split(batch_size, dim=1)
+            new_actions, new_log_prob = actions_s[0], log_prob_s[0]
+            next_actions = actions_next[0].detach()
 
             # Temperature (Eq. 6).
             alpha_loss = -(self.log_alpha * (new_log_prob.detach() + self.target_entropy)).mean()
@@ -455,12 +462,14 @@ class Learner:
             # All of the critic loss's Q evaluations in one call: data actions, n uniform, n policy at s,
             # n policy at s' (evaluated at s).
             uniform = torch.rand(n, batch_size, ACT_DIM, device=obs.device) * 2 - 1
-            all_actions = torch.cat([actions[None], uniform, cql_actions[:, :batch_size], cql_actions[:, batch_size:]])
+            all_actions = torch.cat([actions[None], uniform, actions_s[1:].detach(), actions_next[1:].detach()])
             q_all = self.critic(obs, task_ids, all_actions).float()  # [2, 1 + 3n, B]
-            q_data = q_all[:, 0]
+            q_data, q_uniform, q_policy, q_policy_next = q_all.split([1, n, n, n], dim=1)
+            q_data = q_data[:, 0]
             td_loss = (q_data - td_target).pow(2).mean(-1).sum()  # Eq. 8, squared Bellman error, summed over critics
-            penalty = cql_penalty(q_all[:, 1:1 + n], q_all[:, 1 + n:1 + 2 * n], q_all[:, 1 + 2 * n:],
-                                  cql_log_prob[:, :batch_size], cql_log_prob[:, batch_size:], q_data)
+            logsumexp = cql_logsumexp(q_uniform, q_policy, q_policy_next, log_prob_s[1:].detach(),
+                                      log_prob_next[1:].detach())
+            penalty = (logsumexp - q_data).mean(-1)  # Eq. 8-9 per critic: pushes Q down off the data, up on it
             critic_loss = td_loss + args.cql_weight * penalty.sum()
 
         for optimizer in (self.alpha_optimizer, self.actor_optimizer, self.critic_optimizer):
@@ -471,7 +480,11 @@ class Learner:
         soft_update(self.critic_target, self.critic, args.tau)
         return {"critic_loss": critic_loss.detach(), "td_loss": td_loss.detach(), "cql_penalty": penalty.mean().detach(),
                 "actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "alpha": alpha,
-                "q_data": q_data.mean().detach(), "entropy": -new_log_prob.mean().detach()}
+                "q_data": q_data.mean().detach(), "entropy": -new_log_prob.mean().detach(),
+                # the conservative penalty's parts (CORL logs the same): Q on uniform, policy-at-s and
+                # policy-at-s' actions, their log-sum-exp; cql_penalty is its gap to q_data
+                "cql_q_uniform": q_uniform.mean().detach(), "cql_q_policy": q_policy.mean().detach(),
+                "cql_q_policy_next": q_policy_next.mean().detach(), "cql_logsumexp": logsumexp.mean().detach()}
 
 
 @torch.no_grad()
@@ -567,6 +580,8 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
                         suggest_cpu_scale(args), fp32_seconds)
     step_metrics = StepMetrics(device)
 
+    start = time.time() - elapsed_before  # wall time of this run, earlier processes included
+
     def snapshot(completed_epoch: int) -> dict:
         """Everything --resume needs to continue exactly."""
         return {"algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": completed_epoch,
@@ -574,15 +589,11 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
                 "elapsed": time.time() - start, "rng": rng_states(), "code": code}
 
     preemption = Preemption()
-    start = time.time() - elapsed_before
     for epoch in range(first_epoch, args.epochs + 1):
         epoch_start = time.time()
-        num_transitions = len(data["observations"])
-        if resume_at is not None:  # the epoch a signal interrupted: its batch order, from the next batch on
-            permutation, first_begin, resume_at = resume_at["permutation"].to(device), resume_at["next_begin"], None
-        else:
-            permutation, first_begin = torch.randperm(num_transitions, device=device), 0
-        for begin in range(first_begin, num_transitions - args.batch_size + 1, args.batch_size):  # drop the last partial batch
+        permutation, first_begin = epoch_batch_order(len(data["observations"]), device, resume_at)
+        resume_at = None
+        for begin in range(first_begin, len(permutation) - args.batch_size + 1, args.batch_size):  # drop the last partial batch
             idx = permutation[begin:begin + args.batch_size]
             metrics = update(data["observations"][idx], data["task_ids"][idx], data["actions"][idx],
                              data["rewards"][idx], data["next_observations"][idx])
@@ -644,6 +655,14 @@ RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_mode
 EVAL_ONLY_CHANGES = RESUMABLE_CHANGES | {"eval_only", "checkpoint", "eval_episodes", "seed", "capture_video",
                                          "data_dir", "eval_every", "bf16", "compile", "exp_name",
                                          "scale"}
+
+
+def epoch_batch_order(num_transitions: int, device: torch.device, resume_at: dict | None) -> tuple[torch.Tensor, int]:
+    """The epoch's shuffled row order and the offset of its first batch: a fresh permutation, or, in the epoch a
+    signal interrupted, that epoch's saved permutation from the batch after the last one trained."""
+    if resume_at is not None:
+        return resume_at["permutation"].to(device), resume_at["next_begin"]
+    return torch.randperm(num_transitions, device=device), 0
 
 
 def save_checkpoint(path: str, state: dict) -> None:
@@ -950,6 +969,16 @@ class OneDNNLinearReLU(torch.autograd.Function):
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+
+
+class CPUFusedCritic(Critic):
+    """Speed on CPU, the same Q-values: the Critic with each member's hidden layers run as oneDNN matmuls with
+    the ReLU fused in (OneDNNLinearReLU), where that applies; elsewhere the plain ensemble."""
+
+    def ensemble(self, x: torch.Tensor) -> torch.Tensor:
+        if not onednn_fusion_applies(x):
+            return super().ensemble(x)
+        return torch.stack([onednn_member_forward(self.net, member, x) for member in range(self.num_critics)])
 
 
 def onednn_fusion_applies(x: torch.Tensor) -> bool:

@@ -11,23 +11,25 @@ import hcsac
 import mtcsac
 
 
-def test_cql_penalty_matches_eq9_brute_force():
+def test_cql_logsumexp_matches_eq9_brute_force():
     rng = np.random.default_rng(0)
     num_critics, n, batch = 2, 3, 4
     q_uniform, q_policy, q_policy_next = (rng.normal(size=(num_critics, n, batch)) for _ in range(3))
     log_prob, log_prob_next = rng.normal(size=(n, batch)), rng.normal(size=(n, batch))
     q_data = rng.normal(size=(num_critics, batch))
-    expected = np.zeros(num_critics)
+    expected = np.zeros((num_critics, batch))
     for k in range(num_critics):
         for b in range(batch):
             terms = [q_uniform[k, j, b] - 6 * math.log(0.5) for j in range(n)]  # Q / U(a), U(a) = 0.5^6
             terms += [q_policy[k, j, b] - log_prob[j, b] for j in range(n)]  # Q / pi(a|s)
             terms += [q_policy_next[k, j, b] - log_prob_next[j, b] for j in range(n)]  # Q / pi(a|s')
-            expected[k] += (math.log(sum(math.exp(t) for t in terms)) - q_data[k, b]) / batch
+            expected[k, b] = math.log(sum(math.exp(t) for t in terms))
     as_tensor = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
     for module in (csac, mtcsac, hcsac):
-        got = module.cql_penalty(*map(as_tensor, (q_uniform, q_policy, q_policy_next, log_prob, log_prob_next, q_data)))
+        got = module.cql_logsumexp(*map(as_tensor, (q_uniform, q_policy, q_policy_next, log_prob, log_prob_next)))
         np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+        # the penalty (Eq. 8) is its gap to Q on the data, averaged over the batch
+        np.testing.assert_allclose((got - as_tensor(q_data)).mean(-1).numpy(), (expected - q_data).mean(-1), rtol=1e-12)
 
 
 def test_tanh_gaussian_log_prob_matches_torch_distributions():
@@ -92,7 +94,7 @@ def test_relabel_threshold_and_shared_set_match_numpy():
     n = 1000
     source = rng.integers(0, 2, n)
     q = rng.normal(size=(2, n)) + np.array([[0.5], [-0.5]])
-    thresholds, shared = hcsac.relabel(torch.tensor(q), torch.tensor(source), top_fraction=0.05)
+    thresholds, shared = hcsac.thresholds_and_shared(torch.tensor(q), torch.tensor(source), top_fraction=0.05)
     for i in range(2):
         tau = np.percentile(q[i][source == i], 95)  # the authors' code
         assert thresholds[i].item() == pytest.approx(tau, rel=1e-12)
@@ -103,7 +105,7 @@ def test_relabel_threshold_and_shared_set_match_numpy():
 
 
 @pytest.mark.parametrize("relabel_reward", [True, False])
-def test_active_dataset_is_rebuilt_from_the_original(relabel_reward):
+def test_d_star_is_rebuilt_from_the_original(relabel_reward):
     n = 6
     original = {"observations": torch.arange(n, dtype=torch.float32)[:, None].expand(n, 24),
                 "actions": torch.zeros(n, 6), "next_observations": torch.zeros(n, 24),
@@ -111,13 +113,13 @@ def test_active_dataset_is_rebuilt_from_the_original(relabel_reward):
                 "rewards": torch.tensor([.1, .2, .3, .4, .5, .6]),
                 "task_rewards": torch.tensor([[.1, .2, .3, .7, .8, .9], [.9, .8, .7, .4, .5, .6]])}
     shared = torch.tensor([[0, 0, 0, 1, 0, 1], [0, 1, 0, 0, 0, 0]], dtype=torch.bool)
-    active = hcsac.build_active_dataset(original, shared, relabel_reward)
-    torch.testing.assert_close(active["rows"], torch.tensor([0, 1, 2, 3, 5, 3, 4, 5, 1]))
-    torch.testing.assert_close(active["task_ids"], torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1]))
-    torch.testing.assert_close(active["observations"][:, 0], active["rows"].float())
+    d_star = hcsac.build_d_star(original, shared, relabel_reward)
+    torch.testing.assert_close(d_star["rows"], torch.tensor([0, 1, 2, 3, 5, 3, 4, 5, 1]))
+    torch.testing.assert_close(d_star["task_ids"], torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1]))
+    torch.testing.assert_close(d_star["observations"][:, 0], d_star["rows"].float())
     shared_rewards = [.7, .9, .8] if relabel_reward else [.4, .6, .2]  # task i's reward, or the source's
     expected = [.1, .2, .3, *shared_rewards[:2], .4, .5, .6, shared_rewards[2]]
-    torch.testing.assert_close(active["rewards"], torch.tensor(expected))
+    torch.testing.assert_close(d_star["rewards"], torch.tensor(expected))
 
 
 def test_conservative_q_values_in_chunks_equal_one_call():
@@ -201,26 +203,27 @@ def test_update_matches_a_plain_reference_computation(monkeypatch):
 
 @pytest.mark.parametrize("module", [csac, mtcsac, hcsac], ids=lambda m: m.__name__)
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
-def test_critic_fused_cpu_layers_equal_the_plain_ensemble(module, bf16, monkeypatch):
+def test_critic_fused_cpu_layers_equal_the_plain_ensemble(module, bf16):
     """The CPU speed path (ReLU fused into oneDNN's matmul, member by member) gives the plain path's Q-values and
     gradients, for the critic's parameters and for the actions (the actor's loss differentiates through them)."""
     if not module.onednn_fusion_applies(torch.zeros(1)):
         pytest.skip("no oneDNN on this machine")
     torch.manual_seed(0)
     extra = {} if module is csac else {"task_embedding": "add"}
-    critic = module.Critic(hidden_dim=32, num_layers=2, **extra)
+    fused_critic = module.CPUFusedCritic(hidden_dim=32, num_layers=2, **extra)
+    plain_critic = module.Critic(hidden_dim=32, num_layers=2, **extra)
+    plain_critic.load_state_dict(fused_critic.state_dict())
     obs, actions = torch.randn(16, 24), (torch.rand(5, 16, 6) * 2 - 1).requires_grad_()
     inputs = (obs, actions) if module is csac else (obs, torch.randint(0, 2, (16,)), actions)
 
-    def q_and_grads():
+    def q_and_grads(critic):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             q = critic(*inputs)
         grads = torch.autograd.grad((q.float() ** 2).sum(), [actions, *critic.parameters()])
         return q, grads
 
-    fused_q, fused_grads = q_and_grads()
-    monkeypatch.setattr(module, "onednn_fusion_applies", lambda x: False)
-    plain_q, plain_grads = q_and_grads()
+    fused_q, fused_grads = q_and_grads(fused_critic)
+    plain_q, plain_grads = q_and_grads(plain_critic)
     assert fused_q.dtype == plain_q.dtype == (torch.bfloat16 if bf16 else torch.float32)
     tolerance = {"rtol": 2e-2, "atol": 1e-2} if bf16 else {}  # bf16: a few roundings apart at most
     torch.testing.assert_close(fused_q, plain_q, **tolerance)

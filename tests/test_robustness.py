@@ -80,8 +80,8 @@ def assert_same_run(run_dir, whole):
     assert evaluation_steps(results) == evaluation_steps(whole)
     torch.testing.assert_close(checkpoint_networks(run_dir),
                                checkpoint_networks(os.path.join(os.path.dirname(run_dir), "whole")), rtol=0, atol=1e-5)
-    assert results.get("relabel", []) == [] or [e["active_transitions"] for e in results["relabel"]] == \
-        [e["active_transitions"] for e in whole["relabel"]]
+    assert results.get("relabel", []) == [] or [e["d_star_transitions"] for e in results["relabel"]] == \
+        [e["d_star_transitions"] for e in whole["relabel"]]
 
 
 def test_eval_only_reproduces_the_final_evaluation(tiny_data_dir, tmp_path):

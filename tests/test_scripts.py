@@ -38,8 +38,8 @@ def test_script_runs_end_to_end(script, tiny_data_dir, tmp_path):
     if script == "hcsac.py":  # relabeling after epoch 1 adds the shared transitions
         assert results["gradient_steps"] >= 2 * steps_per_epoch
         [entry] = results["relabel"]
-        assert entry["epoch"] == 1 and entry["active_transitions"] > 2000
-        assert entry["shared_walk_to_run"] + entry["shared_run_to_walk"] == entry["active_transitions"] - 2000
+        assert entry["epoch"] == 1 and entry["d_star_transitions"] > 2000
+        assert entry["shared_walk_to_run"] + entry["shared_run_to_walk"] == entry["d_star_transitions"] - 2000
     else:
         assert results["gradient_steps"] == 2 * steps_per_epoch
     assert results["args"]["hidden_dim"] == 32 and results["versions"]["torch"]
@@ -58,7 +58,7 @@ def test_same_seed_same_numbers(tiny_data_dir, tmp_path):
         assert result.returncode == 0, result.stderr
         results = read_results(tmp_path, name)
         returns.append({task: entry["final"]["returns"] for task, entry in results["tasks"].items()})
-        returns[-1]["relabel"] = results["relabel"][0]["active_transitions"]
+        returns[-1]["relabel"] = results["relabel"][0]["d_star_transitions"]
     assert returns[0] == returns[1]
 
 
