@@ -21,6 +21,8 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # MKL's matmuls: the same bits
 
 import copy
 import ctypes
+import fcntl
+import io
 import json
 import math
 import platform
@@ -662,6 +664,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         import wandb
 
         wandb.init(project=args.wandb_project_name, sync_tensorboard=True, config=vars(args), name=run_name)
+    lock_run_folder(run_dir)
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
@@ -739,8 +742,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
                "precision": "bf16" if args.bf16 else "fp32", "cpu": cpu_description(),
                "code": code, "versions": package_versions(), "relabel": relabel_log,
                "tasks": {task: summarize(history[task]) for task in tasks}}
-    with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(os.path.join(run_dir, "results.json"), results)
     if args.save_model:
         save_checkpoint(os.path.join(run_dir, "model.pt"),
                         {"algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict()})
@@ -767,9 +769,52 @@ def epoch_batch_order(num_transitions: int, device: torch.device, resume_at: dic
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """Write to a temporary file, then rename: a kill mid-write never leaves a broken checkpoint."""
-    torch.save(state, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    content = io.BytesIO()
+    torch.save(state, content)
+    atomic_write(path, content.getvalue())
+
+
+def write_json(path: str, value: dict) -> None:
+    atomic_write(path, json.dumps(value, indent=2).encode())
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write to a temporary file in the same folder, flushed and fsynced, then rename: a kill or a full disk
+    mid-write leaves the previous file intact; a failed write stops the run with one line naming the file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise WriteFailed(f"{path}: cannot write it ({exc.strerror or exc}); the previous version is intact") from None
+
+
+class WriteFailed(RuntimeError):
+    """A file could not be written (a full disk, an I/O error)."""
+
+
+RUN_LOCKS = []  # open lock files: held until the process ends, however it ends
+
+
+def lock_run_folder(run_dir: str) -> None:
+    """One process trains in a run folder: an flock on run_dir/.lock (released by the kernel when the process
+    dies), so that a restarted grid never starts a second copy beside a run still alive."""
+    os.makedirs(run_dir, exist_ok=True)
+    lock = open(os.path.join(run_dir, ".lock"), "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        raise UsageError(f"{run_dir}: another process is training in this folder ({lock.read().strip() or 'pid unknown'})")
+    lock.truncate(0)
+    lock.write(f"pid {os.getpid()} on {platform.node()}\n")
+    lock.flush()
+    RUN_LOCKS.append(lock)
 
 
 def rng_states() -> dict:
@@ -1219,8 +1264,7 @@ def evaluate_checkpoint(args: Args, checkpoint: dict) -> dict:
         print(f"{task}: {np.mean(returns):.1f} ± {np.std(returns):.1f} over {args.eval_episodes} episodes", flush=True)
         if args.capture_video:
             print(f"video: {capture_video(learner.actor, task, args.seed, device, os.path.dirname(args.checkpoint))}")
-    with open(os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.json"), report)
     return report
 
 
@@ -1231,7 +1275,7 @@ def main() -> None:
             evaluate_checkpoint(args, checkpoint)
         else:
             train(args, checkpoint if args.resume is not None else None, typed_flags(sys.argv[1:]))
-    except (UsageError, TrainingDiverged) as exc:
+    except (UsageError, TrainingDiverged, WriteFailed) as exc:
         sys.exit(f"error: {exc}")
     except Preempted as exc:
         print(f"stopped: {exc}", file=sys.stderr, flush=True)

@@ -11,9 +11,11 @@ commands are in FOLDER/README.md) and writes curves.png and curves.md beside the
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import re
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -26,6 +28,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reproduce import atomic_write  # noqa: E402
 
 
 @dataclass
@@ -79,10 +83,12 @@ def main(folder: str) -> None:
         ax.grid(alpha=0.3)
     by_steps.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(folder, "curves.png"), dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=110, format="png")
+    atomic_write(os.path.join(folder, "curves.png"), image.getvalue())
     command = "python scripts/calibration.py" + ("" if folder == Args.folder else f" --folder {os.path.relpath(folder, ROOT)}")
-    with open(os.path.join(folder, "curves.md"), "w") as f:
-        f.write("\n".join([f"# Learning curves (made by `{command}`)", "", *lines, ""]))
+    atomic_write(os.path.join(folder, "curves.md"),
+                 "\n".join([f"# Learning curves (made by `{command}`)", "", *lines, ""]).encode())
     print(f"wrote {folder}/curves.png and curves.md from {len(runs)} runs")
 
 

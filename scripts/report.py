@@ -10,6 +10,7 @@ numbers, so the committed table and figure can be remade from what is committed.
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 from collections import defaultdict
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tyro  # noqa: E402
 
-from reproduce import ALGORITHMS, DATASETS, ROOT, SCALES, SINGLE_TASK, TASKS  # noqa: E402
+from reproduce import ALGORITHMS, DATASETS, ROOT, SCALES, SINGLE_TASK, TASKS, atomic_write  # noqa: E402
 
 LABELS = {"bc": "BC", "csac": "CSAC", "mtcsac": "MTCSAC", "hcsac": "HCSAC"}
 COLORS = {"bc": "tab:blue", "csac": "tab:orange", "mtcsac": "tab:green", "hcsac": "tab:red"}
@@ -178,7 +179,9 @@ def plot(curve_data, path: str, title: str) -> None:
                 ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=120, format="png")
+    atomic_write(path, image.getvalue())
     plt.close(fig)
 
 
@@ -211,8 +214,7 @@ def main(args: Args) -> None:
              "noisy than one final evaluation.", "",
              *table_rows(cell_stats(cell_values(runs, last=3)), full), "",
              "## Cost of each run", "", *run_costs(runs), ""]
-    with open(os.path.join(out_dir, "table1.md"), "w") as f:
-        f.write("\n".join(lines))
+    atomic_write(os.path.join(out_dir, "table1.md"), "\n".join(lines).encode())
     plot(curves(runs), os.path.join(out_dir, "figure4.png"), f"Evaluation return vs gradient steps, scale {args.scale}")
     print(f"wrote {out_dir}/table1.md and figure4.png from {len(runs)} runs")
 

@@ -17,9 +17,11 @@ runs/ and results/) must be at the same path on every node, e.g. on a shared fil
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import json
 import os
-import shutil
+import platform
 import signal
 import subprocess
 import sys
@@ -138,9 +140,131 @@ def finished_results(run: Run, args: Args) -> str:
     return os.path.join(args.results_dir, args.scale, "runs", f"{run.name}.json")
 
 
+def results_fault(path: str, run: Run) -> str | None:
+    """Why `path` is not a finished run's results file (None when it is): it must parse and hold what
+    report.py reads, for every task the run learns."""
+    try:
+        with open(path, "rb") as f:
+            results = json.loads(f.read())
+        tasks = [run.task] if run.task else list(TASKS)
+        for task in tasks:
+            entry = results["tasks"][task]
+            if not entry["history"] or "mean" not in entry["final"]:
+                return f"no evaluation of {task}"
+        if not isinstance(results["gradient_steps"], int) or results["algorithm"] != run.algorithm:
+            return "not this run's results"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def is_finished(run: Run, args: Args) -> bool:
-    return os.path.isfile(finished_results(run, args)) or os.path.isfile(
-        os.path.join(args.workdir, "runs", args.scale, run.name, "results.json"))
+    """Done when a complete results file exists, committed or in the run folder; a torn or partial one says so
+    in one line and the run is resumed (or redone) instead."""
+    for path in (finished_results(run, args), os.path.join(args.workdir, "runs", args.scale, run.name, "results.json")):
+        if os.path.isfile(path):
+            fault = results_fault(path, run)
+            if fault is None:
+                return True
+            print(f"{path}: not a complete results file ({fault}); {run.name} runs again", flush=True)
+    return False
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """A temporary file in the same folder, flushed and fsynced, then renamed: never a torn file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_copy(source: str, destination: str) -> None:
+    with open(source, "rb") as f:
+        atomic_write(destination, f.read())
+
+
+def checkpoint_fault(path: str) -> str | None:
+    """Why a run folder's checkpoint.pt cannot be resumed from (None when it loads)."""
+    import torch  # only here: the grid itself needs no torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(checkpoint, dict) or "learner" not in checkpoint:
+            return "not a training checkpoint"
+    except Exception as exc:  # truncated zip, garbage bytes, pickle errors: all mean the same here
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def set_aside_bad_checkpoint(run_dir: str) -> None:
+    """A checkpoint that does not load: kept as checkpoint.pt.bad, and the run restarts from scratch."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if os.path.isfile(path):
+        fault = checkpoint_fault(path)
+        if fault is not None:
+            os.replace(path, path + ".bad")
+            print(f"{path}: not a loadable checkpoint ({fault}); kept aside as checkpoint.pt.bad, the run restarts "
+                  f"from scratch", flush=True)
+
+
+def run_folder_owner(run_dir: str) -> str | None:
+    """The process still training in run_dir (an orphan of a killed grid), as its lock file names it; None if
+    no process holds the run folder's lock."""
+    path = os.path.join(run_dir, ".lock")
+    if not os.path.isfile(path):
+        return None
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            return lock.read().strip() or "pid unknown"
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return None
+
+
+def wait_for_orphan(run: Run, run_dir: str, poll_seconds: float = 1.0) -> None:
+    """A run still alive from an earlier grid (its own session outlived a SIGKILLed grid) is waited for, never
+    started a second time; afterwards its results or checkpoint decide what follows."""
+    owner = run_folder_owner(run_dir)
+    if owner is None:
+        return
+    print(f"{run.name}: still running from an earlier grid ({owner}); waiting for it", flush=True)
+    while run_folder_owner(run_dir) is not None:
+        time.sleep(poll_seconds)
+
+
+class GridLock:
+    """One grid per results folder: an flock on {results_dir}/.grid.lock holding pid and host, released by the
+    kernel when the grid dies however it dies (a stale lock never needs deleting)."""
+
+    def __init__(self, results_dir: str):
+        os.makedirs(results_dir, exist_ok=True)
+        self.path = os.path.join(results_dir, ".grid.lock")
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            sys.exit(f"error: {self.path}: another grid is running on this results folder "
+                     f"({self.file.read().strip() or 'pid unknown'})")
+        self.file.truncate(0)
+        self.file.write(f"pid {os.getpid()} on {platform.node()}\n")
+        self.file.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()  # releases the flock
 
 
 class LocalRuns:
@@ -173,6 +297,11 @@ def execute(run: Run, args: Args, threads: int, local_runs: LocalRuns | None = N
     """Run one script to its end (or its preemption); copy its results.json when it finished."""
     run_dir = os.path.join(args.workdir, "runs", args.scale, run.name)
     os.makedirs(run_dir, exist_ok=True)
+    wait_for_orphan(run, run_dir)
+    if results_fault(os.path.join(run_dir, "results.json"), run) is None:  # the orphan finished it
+        atomic_copy(os.path.join(run_dir, "results.json"), finished_results(run, args))
+        return run, 0, 0.0
+    set_aside_bad_checkpoint(run_dir)
     start = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with open(os.path.join(run_dir, "stdout.log"), "a") as log:
@@ -191,8 +320,11 @@ def execute(run: Run, args: Args, threads: int, local_runs: LocalRuns | None = N
     if code in (-signal.SIGTERM, -signal.SIGINT):  # stopped before it could checkpoint: redone from its last one
         code = PREEMPTED
     if code == 0:  # ready to commit, so that a later sitting counts the run as done
-        os.makedirs(os.path.dirname(finished_results(run, args)), exist_ok=True)
-        shutil.copyfile(os.path.join(run_dir, "results.json"), finished_results(run, args))
+        fault = results_fault(os.path.join(run_dir, "results.json"), run)
+        if fault is not None:
+            print(f"{run_dir}/results.json: exit 0 but {fault}; counted as failed", flush=True)
+            return run, 1, time.time() - start
+        atomic_copy(os.path.join(run_dir, "results.json"), finished_results(run, args))
     return run, code, time.time() - start
 
 
@@ -257,6 +389,11 @@ def main(args: Args) -> None:
     if args.launcher not in LAUNCHERS:
         sys.exit(f"error: unknown launcher {args.launcher!r}; expected one of {', '.join(LAUNCHERS)}")
     check_ranges(args)
+    with GridLock(args.results_dir):
+        run_grid(args)
+
+
+def run_grid(args: Args) -> None:
     runs = grid(args)
     todo = [r for r in runs if not is_finished(r, args)]
     print(f"{len(runs)} runs in the {args.scale} grid, {len(runs) - len(todo)} already finished, {len(todo)} to do",

@@ -1,0 +1,159 @@
+"""Faults a long grid meets, each on a one-run tiny grid: a torn results copy, a checkpoint that does not load,
+a second launcher on the same results folder, a run orphaned by a killed grid, and a full disk."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, TINY_FLAGS, run_script
+
+# One bc run: seconds.
+GRID = ["--scale", "tiny", "--seeds", "0", "--workers", "1", "--algorithms", "bc", "--datasets", "medium"]
+RUN = "bc__medium__walk__s0"
+
+
+def grid_flags(tiny_data_dir, tmp_path) -> list[str]:
+    return [*GRID, "--data-dir", tiny_data_dir, "--workdir", str(tmp_path), "--results-dir", str(tmp_path / "results")]
+
+
+def run_grid(tiny_data_dir, tmp_path) -> subprocess.CompletedProcess:
+    return run_script("scripts/reproduce.py", *grid_flags(tiny_data_dir, tmp_path), cwd=tmp_path)
+
+
+def committed(tmp_path, name: str) -> dict:
+    return json.loads((tmp_path / "results" / "tiny" / "runs" / f"{name}.json").read_text())
+
+
+@pytest.fixture()
+def finished_grid(tiny_data_dir, tmp_path):
+    """The walk half of the one-dataset bc grid, finished once."""
+    result = run_grid(tiny_data_dir, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {name: committed(tmp_path, name) for name in (RUN, "bc__medium__run__s0")}
+
+
+def test_a_torn_results_copy_is_not_counted_as_done(tiny_data_dir, tmp_path, finished_grid):
+    copy = tmp_path / "results" / "tiny" / "runs" / f"{RUN}.json"
+    copy.write_bytes(copy.read_bytes()[:300])  # as a kill mid-copy left it before copies were atomic
+    os.remove(tmp_path / "runs" / "tiny" / RUN / "results.json")
+    result = run_grid(tiny_data_dir, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{copy}: not a complete results file (JSONDecodeError" in result.stdout
+    assert "1 already finished, 1 to do" in result.stdout and f"{RUN}: done" in result.stdout
+    again = committed(tmp_path, RUN)  # resumed from its final checkpoint: the same numbers
+    assert again["tasks"]["walk"]["final"]["returns"] == finished_grid[RUN]["tasks"]["walk"]["final"]["returns"]
+    assert again["gradient_steps"] == finished_grid[RUN]["gradient_steps"]
+
+
+def test_a_checkpoint_that_does_not_load_is_set_aside_and_the_run_restarts(tiny_data_dir, tmp_path, finished_grid):
+    run_dir = tmp_path / "runs" / "tiny" / RUN
+    os.remove(run_dir / "results.json")
+    os.remove(tmp_path / "results" / "tiny" / "runs" / f"{RUN}.json")
+    (run_dir / "checkpoint.pt").write_bytes(b"PK\x03\x04 torn")
+    result = run_grid(tiny_data_dir, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{run_dir / 'checkpoint.pt'}: not a loadable checkpoint (" in result.stdout
+    assert "kept aside as checkpoint.pt.bad, the run restarts from scratch" in result.stdout
+    assert (run_dir / "checkpoint.pt.bad").read_bytes() == b"PK\x03\x04 torn"
+    again = committed(tmp_path, RUN)  # from scratch, same seed: the same numbers
+    assert again["tasks"]["walk"]["final"]["returns"] == finished_grid[RUN]["tasks"]["walk"]["final"]["returns"]
+
+
+def test_a_second_grid_on_the_same_results_folder_exits_at_once(tiny_data_dir, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    with open(results / ".grid.lock", "a+") as lock:  # as a running grid holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write("pid 12345 on elsewhere\n")
+        lock.flush()
+        result = run_grid(tiny_data_dir, tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"error: {results / '.grid.lock'}: another grid is running on this results folder "
+                                     "(pid 12345 on elsewhere)")
+    assert not (tmp_path / "runs").exists()  # nothing started
+    after = run_grid(tiny_data_dir, tmp_path)  # the lock died with its holder: no manual delete needed
+    assert after.returncode == 0, after.stdout + after.stderr
+
+
+def test_an_orphaned_run_still_alive_is_waited_for_not_started_twice(tiny_data_dir, tmp_path):
+    """An orphan of a SIGKILLed grid: a bc process training in the run folder, started here the way the grid
+    starts it and paused (SIGSTOP) once it holds the folder's lock; the restarted grid must wait for it and take
+    its results, starting no second copy."""
+    run_dir = tmp_path / "runs" / "tiny" / RUN
+    flags = ["--task", "walk", "--dataset", "medium", "--seed", "0", "--data-dir", tiny_data_dir,
+             "--run-name", f"tiny/{RUN}", *TINY_FLAGS, "--epochs", "100", "--eval-every", "100"]
+    orphan = subprocess.Popen([sys.executable, os.path.join(ROOT, "bc.py"), *flags], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    grid = None
+    try:
+        while not (run_dir / ".lock").exists() or not (run_dir / ".lock").read_text():
+            assert orphan.poll() is None, "the orphan ended before taking its run folder's lock"
+        orphan.send_signal(signal.SIGSTOP)
+        grid = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "reproduce.py"),
+                                 *grid_flags(tiny_data_dir, tmp_path)], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        lines = []
+        while not lines or "waiting for it" not in lines[-1]:
+            line = grid.stdout.readline()
+            assert line, "the grid ended without waiting: " + "".join(lines)
+            lines.append(line)
+        assert grid.poll() is None  # waiting, not starting a second copy
+        orphan.send_signal(signal.SIGCONT)
+        output = "".join(lines) + grid.communicate(timeout=300)[0]
+        assert orphan.wait(timeout=60) == 0
+    finally:
+        for process in (orphan, grid):
+            if process is not None and process.poll() is None:
+                process.kill()
+    assert grid.returncode == 0, output
+    assert f"{RUN}: still running from an earlier grid (pid {orphan.pid} on " in output
+    assert not (run_dir / "stdout.log").exists()  # the grid never started this run itself
+    assert committed(tmp_path, RUN)["tasks"]["walk"]["final"]["epoch"] == 100  # the orphan's results, copied
+
+
+def test_a_second_process_in_a_run_folder_is_refused(tiny_data_dir, tmp_path):
+    run_dir = tmp_path / "runs" / "held"
+    run_dir.mkdir(parents=True)
+    with open(run_dir / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write("pid 999 on somewhere\n")
+        lock.flush()
+        result = run_script("bc.py", "--task", "walk", "--data-dir", tiny_data_dir, "--run-name", "held", *TINY_FLAGS,
+                            cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"error: runs/held: another process is training in this folder "
+                                     "(pid 999 on somewhere)")
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A 200 KiB tmpfs: room for one tiny-run checkpoint (~125 KB) but not for its atomic replacement."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_last_checkpoint(tiny_data_dir, tiny_disk):
+    result = run_script("csac.py", "--task", "walk", "--data-dir", tiny_data_dir, "--run-name", "full", *TINY_FLAGS,
+                        "--eval-episodes", "1", cwd=tiny_disk)
+    checkpoint = tiny_disk / "runs" / "full" / "checkpoint.pt"
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"error: runs/full/checkpoint.pt: cannot write it (No space left on device); "
+                                     "the previous version is intact")
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # epoch 2's checkpoint did not fit
+    assert not any(name.startswith("checkpoint.pt.tmp") for name in os.listdir(checkpoint.parent))
+    assert not (tiny_disk / "runs" / "full" / "results.json").exists()
