@@ -329,8 +329,11 @@ def execute(run: Run, args: Args, threads: int, local_runs: LocalRuns | None = N
 
 
 def describe(run: Run, code: int, seconds: float, start: float) -> str:
-    status = {0: "done", PREEMPTED: "stopped (the same command resumes it from its checkpoint)"}.get(
-        code, f"FAILED (exit {code}, see its stdout.log)")
+    if code < 0:  # the run's process was killed (SIGKILL, OOM): the same command resumes it from its checkpoint
+        failed = f"FAILED (killed by {signal.Signals(-code).name}; the same command resumes it from its checkpoint)"
+    else:
+        failed = f"FAILED (exit {code}, see its stdout.log)"
+    status = {0: "done", PREEMPTED: "stopped (the same command resumes it from its checkpoint)"}.get(code, failed)
     return f"[{(time.time() - start) / 60:6.1f} min] {run.name}: {status} in {seconds / 60:.1f} min"
 
 

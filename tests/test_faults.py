@@ -157,3 +157,12 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_last_checkpoint(t
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # epoch 2's checkpoint did not fit
     assert not any(name.startswith("checkpoint.pt.tmp") for name in os.listdir(checkpoint.parent))
     assert not (tiny_disk / "runs" / "full" / "results.json").exists()
+
+
+def test_the_grid_log_names_a_killed_run_as_killed():
+    import reproduce
+
+    run = reproduce.Run("bc", "medium", 0, "walk")
+    assert "FAILED (killed by SIGKILL; the same command resumes it from its checkpoint)" in \
+        reproduce.describe(run, -9, 60.0, 0.0)
+    assert "FAILED (exit 1, see its stdout.log)" in reproduce.describe(run, 1, 60.0, 0.0)
