@@ -159,14 +159,17 @@ def results_fault(path: str, run: Run) -> str | None:
 
 
 def is_finished(run: Run, args: Args) -> bool:
-    """Done when a complete results file exists, committed or in the run folder; a torn or partial one says so
-    in one line and the run is resumed (or redone) instead."""
-    for path in (finished_results(run, args), os.path.join(args.workdir, "runs", args.scale, run.name, "results.json")):
+    """Done when a complete results file exists, committed or in the run folder (then copied to be committed);
+    a torn or partial one says so in one line and the run is resumed (or redone) instead."""
+    committed, local = finished_results(run, args), os.path.join(args.workdir, "runs", args.scale, run.name, "results.json")
+    for path in (committed, local):
         if os.path.isfile(path):
             fault = results_fault(path, run)
             if fault is None:
+                if path == local:  # finished, but its copy is missing or torn (a grid killed before copying)
+                    atomic_copy(local, committed)
                 return True
-            print(f"{path}: not a complete results file ({fault}); {run.name} runs again", flush=True)
+            print(f"{path}: not a complete results file ({fault})", flush=True)
     return False
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -128,7 +130,7 @@ def test_a_second_process_in_a_run_folder_is_refused(tiny_data_dir, tmp_path):
         result = run_script("bc.py", "--task", "walk", "--data-dir", tiny_data_dir, "--run-name", "held", *TINY_FLAGS,
                             cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == (f"error: runs/held: another process is training in this folder "
+    assert result.stderr.strip() == ("error: runs/held: another process is training in this folder "
                                      "(pid 999 on somewhere)")
 
 
@@ -152,7 +154,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_last_checkpoint(t
                         "--eval-episodes", "1", cwd=tiny_disk)
     checkpoint = tiny_disk / "runs" / "full" / "checkpoint.pt"
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == (f"error: runs/full/checkpoint.pt: cannot write it (No space left on device); "
+    assert result.stderr.strip() == ("error: runs/full/checkpoint.pt: cannot write it (No space left on device); "
                                      "the previous version is intact")
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # epoch 2's checkpoint did not fit
     assert not any(name.startswith("checkpoint.pt.tmp") for name in os.listdir(checkpoint.parent))
@@ -166,3 +168,119 @@ def test_the_grid_log_names_a_killed_run_as_killed():
     assert "FAILED (killed by SIGKILL; the same command resumes it from its checkpoint)" in \
         reproduce.describe(run, -9, 60.0, 0.0)
     assert "FAILED (exit 1, see its stdout.log)" in reproduce.describe(run, 1, 60.0, 0.0)
+
+
+# ------------------------------------------------------------------ a seeded schedule of faults on one grid
+BIG_GRID = ["--scale", "tiny", "--seeds", "0", "1", "2", "3", "--workers", "2", "--algorithms", "bc", "csac",
+            "--datasets", "medium"]  # 16 runs of a few seconds each
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (the grid's runs)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def wait_for_a_run(grid: subprocess.Popen, timeout: float = 120) -> list[int]:
+    deadline = time.time() + timeout
+    while time.time() < deadline and grid.poll() is None:
+        running = children(grid.pid)
+        if running:
+            return running
+        time.sleep(0.05)
+    return []
+
+
+def final_numbers(results_dir) -> dict:
+    numbers = {}
+    for path in sorted((results_dir / "tiny" / "runs").glob("*.json")):
+        results = json.loads(path.read_text())
+        numbers[path.stem] = (results["gradient_steps"],
+                              {t: [e["returns"] for e in entry["history"]] for t, entry in results["tasks"].items()})
+    return numbers
+
+
+def inject_file_fault(kind: str, work, rng: random.Random) -> str | None:
+    """A torn results copy or a truncated checkpoint (its run's results removed, so that the grid must use it);
+    returns the line the grid's log must show, None where there was nothing to corrupt yet."""
+    if kind == "torn copy":
+        copies = sorted((work / "results" / "tiny" / "runs").glob("*.json"))
+        if not copies:
+            return None
+        victim = rng.choice(copies)
+        victim.write_bytes(victim.read_bytes()[:rng.randrange(1, 200)])
+        (work / "runs" / "tiny" / victim.stem / "results.json").unlink(missing_ok=True)
+        return f"{victim}: not a complete results file"
+    checkpoints = sorted((work / "runs" / "tiny").glob("*/checkpoint.pt"))
+    if not checkpoints:
+        return None
+    victim = rng.choice(checkpoints)
+    victim.write_bytes(victim.read_bytes()[:rng.randrange(10, 1000)])
+    for stale in (victim.parent / "results.json", work / "results" / "tiny" / "runs" / f"{victim.parent.name}.json"):
+        stale.unlink(missing_ok=True)
+    return f"{victim}: not a loadable checkpoint"
+
+
+def test_a_grid_under_a_seeded_schedule_of_faults_ends_as_an_uninterrupted_one(tiny_data_dir, tmp_path):
+    """12 kills (of a run, SIGTERM to the grid, SIGKILL to the grid, which orphans its runs) in a seeded order,
+    torn results copies and truncated checkpoints between them, each followed by the same grid command: the
+    committed results end bitwise equal (returns and gradient steps) to an uninterrupted grid's, no run ever had
+    a second process in its folder, and every fault is in the grids' log as what it was."""
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    flags = [*BIG_GRID, "--data-dir", tiny_data_dir]
+    done = run_script("scripts/reproduce.py", *flags, "--workdir", str(reference), "--results-dir",
+                      str(reference / "results"), cwd=reference)
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = final_numbers(reference / "results")
+
+    work = tmp_path / "faulty"
+    work.mkdir()
+    command = [sys.executable, os.path.join(ROOT, "scripts", "reproduce.py"), *flags, "--workdir", str(work),
+               "--results-dir", str(work / "results")]
+    rng = random.Random(20261201)
+    kills = ["kill run", "term grid", "kill grid"] * 4
+    rng.shuffle(kills)
+    log, injected = [], []
+    for cycle, kill in enumerate(kills):
+        if cycle >= 4 and cycle % 2 == 0:  # once there are files to corrupt
+            kind = "torn copy" if cycle % 4 == 0 else "bad checkpoint"
+            trace = inject_file_fault(kind, work, rng)
+            if trace:
+                injected.append((kind, trace))
+        grid = subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if wait_for_a_run(grid):
+            time.sleep(rng.uniform(0, 1.0))
+            victims = children(grid.pid)
+            if kill == "kill run" and victims:
+                os.kill(rng.choice(victims), signal.SIGKILL)
+                injected.append((kill, "FAILED (killed by SIGKILL"))
+            elif kill == "term grid" and grid.poll() is None:
+                grid.send_signal(signal.SIGTERM)
+                injected.append((kill, "stopped (the same command resumes it from its checkpoint)"))
+            elif kill == "kill grid" and grid.poll() is None:
+                grid.kill()
+                injected.append((kill, None))  # its orphans may finish before the next grid looks
+        log.append(grid.communicate(timeout=600)[0])
+    for _ in range(5):  # then the same command until the grid is done
+        final = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)
+        log.append(final.stdout + final.stderr)
+        if final.returncode == 0 and ", 0 to do" in final.stdout:
+            break
+    everything = "\n".join(log)
+    assert len(injected) >= 12, injected
+    assert {kind for kind, _ in injected} >= {"kill run", "term grid", "kill grid", "torn copy", "bad checkpoint"}
+    for kind, trace in injected:
+        assert trace is None or trace in everything, (kind, trace)
+    assert final_numbers(work / "results") == expected
+    for stdout_log in (work / "runs" / "tiny").glob("*/stdout.log"):
+        assert "another process is training in this folder" not in stdout_log.read_text()
