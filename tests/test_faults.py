@@ -284,3 +284,55 @@ def test_a_grid_under_a_seeded_schedule_of_faults_ends_as_an_uninterrupted_one(t
     assert final_numbers(work / "results") == expected
     for stdout_log in (work / "runs" / "tiny").glob("*/stdout.log"):
         assert "another process is training in this folder" not in stdout_log.read_text()
+
+
+def runs_in(work) -> list[int]:
+    """Live training processes running in `work` (under Ray they are children of Ray's workers, not the grid's)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+                with open(f"/proc/{entry}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                cwd = os.readlink(f"/proc/{entry}/cwd")
+            except OSError:
+                continue
+            if state != "Z" and cwd == str(work) and any(a.endswith((b"bc.py", b"csac.py")) for a in argv):
+                found.append(int(entry))
+    return found
+
+
+def test_the_ray_launcher_survives_a_killed_run_and_a_sigterm(tiny_data_dir, tmp_path):
+    flags = ["--scale", "tiny", "--seeds", "0", "--workers", "2", "--algorithms", "bc", "csac", "--datasets", "medium",
+             "--data-dir", tiny_data_dir]
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    done = run_script("scripts/reproduce.py", *flags, "--workdir", str(reference), "--results-dir",
+                      str(reference / "results"), cwd=reference)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    work = tmp_path / "ray"
+    work.mkdir()
+    command = [sys.executable, os.path.join(ROOT, "scripts", "reproduce.py"), *flags, "--workdir", str(work),
+               "--results-dir", str(work / "results"), "--launcher", "ray", "--ray-cpus", "2", "--cpus-per-run", "1"]
+    outputs = []
+    for fault in ("term grid", "kill run"):
+        grid = subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 300
+        while not runs_in(work) and grid.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        running = runs_in(work)
+        assert running, "no run seen under Ray: " + (grid.communicate()[0] if grid.poll() is not None else "")
+        if fault == "kill run":
+            os.kill(running[0], signal.SIGKILL)
+        else:
+            grid.send_signal(signal.SIGTERM)
+        outputs.append(grid.communicate(timeout=300)[0])
+        assert grid.returncode == (1 if fault == "kill run" else 75), outputs[-1]
+    assert "grid stopped after" in outputs[0] and "to resume (run the same command again)" in outputs[0]
+    assert "FAILED (killed by SIGKILL" in outputs[1]
+    final = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert final_numbers(work / "results") == final_numbers(reference / "results")
