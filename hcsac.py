@@ -670,7 +670,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
     progress = Progress(global_step + (args.epochs - first_epoch + 1) * steps_per_epoch, global_step, device,
-                        suggest_cpu_scale(args), fp32_seconds)
+                        suggest_cpu_scale(args), fp32_seconds, is_cpu_sized(args))
     step_metrics = StepMetrics(device)
 
     start = time.time() - elapsed_before  # wall time of this run, earlier processes included
@@ -905,9 +905,10 @@ class Progress:
     SLOW_SECONDS = 3 * 3600
 
     def __init__(self, total_steps: int, done_steps: int, device: torch.device, suggest_scale: bool = False,
-                 fp32_seconds: float | None = None):
+                 fp32_seconds: float | None = None, cpu_sized: bool = False):
         self.total_steps, self.first_step, self.device = total_steps, done_steps, device
         self.suggest_scale, self.fp32_seconds = suggest_scale, fp32_seconds  # fp32 timed: bf16 is emulated here
+        self.cpu_sized = cpu_sized  # no larger than the cpu scale: slow means a busy or slow CPU, not a GPU job
         self.interactive = sys.stdout.isatty()
         columns, lines = shutil.get_terminal_size()  # 80 x 24 where a terminal does not say its size
         self.bar = tqdm(total=total_steps, initial=done_steps, unit="step", file=sys.stdout, ncols=columns, nrows=lines,
@@ -954,6 +955,10 @@ class Progress:
                         f"{format_duration(fp32_remaining)}")
             hint = (f"hint: bf16 is emulated on this CPU, and in fp32 the remaining updates still take about "
                     f"{format_duration(fp32_remaining)}: a GPU-sized run here; use a GPU (with --bf16 --compile there)")
+        elif self.cpu_sized:
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            return (f"hint: a CPU-sized run, slow here: other work may share this CPU (load average {load:.1f} on "
+                    f"{os.cpu_count()} cores); on an idle CPU the cost line is the figure to trust")
         else:
             hint = "hint: a GPU-sized run for this CPU; use a GPU (with --bf16 --compile there)"
         return hint + (", or --scale cpu (a CPU-sized run, results/cpu)" if self.suggest_scale else "")
@@ -1028,6 +1033,11 @@ def typed_flags(argv: list[str]) -> set[str]:
 def suggest_cpu_scale(args: Args) -> bool:
     """Whether the slow-run hint should name --scale cpu: a paper-scale run larger than the cpu scale."""
     return args.scale == "paper" and any(getattr(args, name) > value for name, value in CPU_SCALE.items())
+
+
+def is_cpu_sized(args: Args) -> bool:
+    """No larger than the cpu scale's network and batch."""
+    return all(getattr(args, name) <= value for name, value in CPU_SCALE.items())
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -92,6 +92,15 @@ def test_hint_on_emulated_bf16_names_fp32_not_a_gpu(capsys):
     assert "or --scale cpu" in slow
 
 
+def test_a_slow_cpu_sized_run_is_not_called_gpu_sized(capsys):
+    out = cost_output(csac.Progress(total_steps=30_007, done_steps=0, device=torch.device("cpu"), cpu_sized=True),
+                      capsys)
+    assert "hint: a CPU-sized run, slow here: other work may share this CPU (load average" in out
+    assert "GPU" not in out
+    assert csac.is_cpu_sized(csac.Args(hidden_dim=256, num_layers=2, batch_size=256))
+    assert not csac.is_cpu_sized(csac.Args())
+
+
 @pytest.mark.parametrize("module", [bc, csac, mtcsac, hcsac], ids=lambda m: m.__name__)
 @pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "emulated-bf16"])
 def test_scale_cpu_resolves_per_cpu_and_keeps_typed_flags(module, native, monkeypatch):
