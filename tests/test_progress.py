@@ -21,7 +21,6 @@ import bc
 import csac
 import hcsac
 import mtcsac
-import reproduce
 
 
 def run_in_terminal(script: str, *flags: str, cwd, timeout: float = 300) -> str:
