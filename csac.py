@@ -681,9 +681,11 @@ RUN_LOCKS = []  # open lock files: held until the process ends, however it ends
 
 def lock_run_folder(run_dir: str) -> None:
     """One process trains in a run folder: an flock on run_dir/.lock (released by the kernel when the process
-    dies), so that a restarted grid never starts a second copy beside a run still alive."""
+    dies), so that a restarted grid never starts a second copy beside a run still alive. The grid takes the
+    lock before it starts a run and hands it over as an open file (RUN_FOLDER_LOCK_FD): no moment unlocked."""
     os.makedirs(run_dir, exist_ok=True)
-    lock = open(os.path.join(run_dir, ".lock"), "a+")
+    handed_over = os.environ.pop("RUN_FOLDER_LOCK_FD", None)
+    lock = os.fdopen(int(handed_over), "a+") if handed_over else open(os.path.join(run_dir, ".lock"), "a+")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

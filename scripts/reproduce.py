@@ -218,31 +218,23 @@ def set_aside_bad_checkpoint(run_dir: str) -> None:
                   f"from scratch", flush=True)
 
 
-def run_folder_owner(run_dir: str) -> str | None:
-    """The process still training in run_dir (an orphan of a killed grid), as its lock file names it; None if
-    no process holds the run folder's lock."""
-    path = os.path.join(run_dir, ".lock")
-    if not os.path.isfile(path):
-        return None
-    with open(path, "a+") as lock:
+def hold_run_folder(run: Run, run_dir: str, poll_seconds: float = 1.0):
+    """Take the run folder's lock (the flock every training process holds on run_dir/.lock), first waiting for
+    a run still alive from an earlier grid (its own session outlived a SIGKILLed grid): never a second copy.
+    Returns the locked file, to be handed to the run's process."""
+    lock = open(os.path.join(run_dir, ".lock"), "a+")
+    waiting = False
+    while True:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
         except OSError:
-            lock.seek(0)
-            return lock.read().strip() or "pid unknown"
-        fcntl.flock(lock, fcntl.LOCK_UN)
-    return None
-
-
-def wait_for_orphan(run: Run, run_dir: str, poll_seconds: float = 1.0) -> None:
-    """A run still alive from an earlier grid (its own session outlived a SIGKILLed grid) is waited for, never
-    started a second time; afterwards its results or checkpoint decide what follows."""
-    owner = run_folder_owner(run_dir)
-    if owner is None:
-        return
-    print(f"{run.name}: still running from an earlier grid ({owner}); waiting for it", flush=True)
-    while run_folder_owner(run_dir) is not None:
-        time.sleep(poll_seconds)
+            if not waiting:
+                lock.seek(0)
+                print(f"{run.name}: still running from an earlier grid ({lock.read().strip() or 'pid unknown'}); "
+                      f"waiting for it", flush=True)
+                waiting = True
+            time.sleep(poll_seconds)
 
 
 class GridLock:
@@ -300,17 +292,20 @@ def execute(run: Run, args: Args, threads: int, local_runs: LocalRuns | None = N
     """Run one script to its end (or its preemption); copy its results.json when it finished."""
     run_dir = os.path.join(args.workdir, "runs", args.scale, run.name)
     os.makedirs(run_dir, exist_ok=True)
-    wait_for_orphan(run, run_dir)
-    if results_fault(os.path.join(run_dir, "results.json"), run) is None:  # the orphan finished it
-        atomic_copy(os.path.join(run_dir, "results.json"), finished_results(run, args))
-        return run, 0, 0.0
-    set_aside_bad_checkpoint(run_dir)
-    start = time.time()
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    with open(os.path.join(run_dir, "stdout.log"), "a") as log:
+    with hold_run_folder(run, run_dir) as lock:  # held from here into the run's process
+        if results_fault(os.path.join(run_dir, "results.json"), run) is None:  # an orphan finished it
+            atomic_copy(os.path.join(run_dir, "results.json"), finished_results(run, args))
+            return run, 0, 0.0
+        set_aside_bad_checkpoint(run_dir)
+        start = time.time()
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+               "RUN_FOLDER_LOCK_FD": str(lock.fileno())}
+        log = open(os.path.join(run_dir, "stdout.log"), "a")
         popen = functools.partial(subprocess.Popen, command(run, args), cwd=args.workdir, stdout=log,
-                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)  # signals come from us
+                                  stderr=subprocess.STDOUT, env=env, start_new_session=True,  # signals come from us
+                                  pass_fds=(lock.fileno(),))
         process = local_runs.start(popen) if local_runs else popen()
+    with log:  # the run's process holds the lock now (and its own copy of the log)
         if process is None:
             return run, PREEMPTED, 0.0
         try:
