@@ -54,7 +54,7 @@ def wall_seconds(script: str, today: bool, budget: int) -> float:
 
 def main(args: Args) -> None:
     cpu = cpu_description()
-    print(f"CPU: {cpu['model']}, {cpu['cores']} cores, capability {cpu['capability']}, native bf16 "
+    print(f"CPU: {cpu['model']}, {os.cpu_count()} cores, capability {cpu['capability']}, native bf16 "
           f"{'yes' if cpu['native_bf16'] else 'no'}; one torch thread per collector\n")
     with tempfile.TemporaryDirectory() as old_tree:
         archive = subprocess.run(["git", "archive", args.against, "data/collect_td3.py", "data/walker_data.py"],

@@ -30,10 +30,8 @@ import csv
 import io
 import json
 import math
-import platform
 import random
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -47,6 +45,8 @@ import tyro
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from csac import code_version, cpu_description, format_duration, package_versions  # noqa: E402  (bookkeeping)
 from walker_data import (ACT_DIM, EPISODE_LEN, OBS_DIM, SEED_RETURNS, TASKS, Range, WalkerEnv,  # noqa: E402
                          atomic_write_bytes, check_ranges, save_dataset)
 
@@ -511,15 +511,6 @@ class Progress:
         self.bar.close()
 
 
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} s"
-
-
 def write_training_returns(path: str, log: list[dict]) -> None:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=["episode", "env_step", "return", *(f"return_{t}" for t in TASKS)],
@@ -527,35 +518,6 @@ def write_training_returns(path: str, log: list[dict]) -> None:
     writer.writeheader()
     writer.writerows({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()} for row in log)
     atomic_write_bytes(path, text.getvalue().encode())
-
-
-def code_version() -> dict:
-    def git(*cmd: str) -> str | None:
-        try:
-            return subprocess.run(["git", *cmd], cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
-                                  text=True, timeout=30).stdout.strip() or None
-        except (OSError, subprocess.SubprocessError):
-            return None
-    commit = git("rev-parse", "HEAD")
-    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
-
-
-def cpu_description() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return {"model": model, "capability": torch.backends.cpu.get_cpu_capability(),
-            "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), "cores": os.cpu_count()}
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {"python": platform.python_version(),
-            **{pkg: version(pkg) for pkg in ("torch", "numpy", "mujoco", "dm_control", "gymnasium")}}
 
 
 if __name__ == "__main__":

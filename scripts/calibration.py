@@ -28,8 +28,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reproduce import atomic_write  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "data"))
+from walker_data import atomic_write_bytes  # noqa: E402  (shared with the data tools)
 
 
 @dataclass
@@ -85,9 +85,9 @@ def main(folder: str) -> None:
     fig.tight_layout()
     image = io.BytesIO()
     fig.savefig(image, dpi=110, format="png")
-    atomic_write(os.path.join(folder, "curves.png"), image.getvalue())
+    atomic_write_bytes(os.path.join(folder, "curves.png"), image.getvalue())
     command = "python scripts/calibration.py" + ("" if folder == Args.folder else f" --folder {os.path.relpath(folder, ROOT)}")
-    atomic_write(os.path.join(folder, "curves.md"),
+    atomic_write_bytes(os.path.join(folder, "curves.md"),
                  "\n".join([f"# Learning curves (made by `{command}`)", "", *lines, ""]).encode())
     print(f"wrote {folder}/curves.png and curves.md from {len(runs)} runs")
 

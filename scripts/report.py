@@ -23,7 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tyro  # noqa: E402
 
-from reproduce import ALGORITHMS, DATASETS, ROOT, SCALES, SINGLE_TASK, TASKS, atomic_write  # noqa: E402
+from reproduce import ALGORITHMS, DATASETS, ROOT, SCALES, SINGLE_TASK, TASKS  # noqa: E402
+from walker_data import atomic_write_bytes  # noqa: E402  (reproduce put data/ on the path)
 
 LABELS = {"bc": "BC", "csac": "CSAC", "mtcsac": "MTCSAC", "hcsac": "HCSAC"}
 COLORS = {"bc": "tab:blue", "csac": "tab:orange", "mtcsac": "tab:green", "hcsac": "tab:red"}
@@ -181,7 +182,7 @@ def plot(curve_data, path: str, title: str) -> None:
     fig.tight_layout()
     image = io.BytesIO()
     fig.savefig(image, dpi=120, format="png")
-    atomic_write(path, image.getvalue())
+    atomic_write_bytes(path, image.getvalue())
     plt.close(fig)
 
 
@@ -214,7 +215,7 @@ def main(args: Args) -> None:
              "noisy than one final evaluation.", "",
              *table_rows(cell_stats(cell_values(runs, last=3)), full), "",
              "## Cost of each run", "", *run_costs(runs), ""]
-    atomic_write(os.path.join(out_dir, "table1.md"), "\n".join(lines).encode())
+    atomic_write_bytes(os.path.join(out_dir, "table1.md"), "\n".join(lines).encode())
     plot(curves(runs), os.path.join(out_dir, "figure4.png"), f"Evaluation return vs gradient steps, scale {args.scale}")
     print(f"wrote {out_dir}/table1.md and figure4.png from {len(runs)} runs")
 

@@ -35,7 +35,7 @@ import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "data"))
-from walker_data import Range, check_ranges  # noqa: E402  (the flag ranges of the data tools, shared)
+from walker_data import Range, atomic_write_bytes, check_ranges  # noqa: E402  (shared with the data tools)
 TASKS = ("walk", "run")
 DATASETS = ("medium", "medium-replay")
 ALGORITHMS = ("bc", "csac", "mtcsac", "hcsac")
@@ -173,25 +173,9 @@ def is_finished(run: Run, args: Args) -> bool:
     return False
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """A temporary file in the same folder, flushed and fsynced, then renamed: never a torn file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def atomic_copy(source: str, destination: str) -> None:
     with open(source, "rb") as f:
-        atomic_write(destination, f.read())
+        atomic_write_bytes(destination, f.read())
 
 
 def checkpoint_fault(path: str) -> str | None:
