@@ -342,7 +342,9 @@ def launch_ray(todo: list[Run], args: Args, start: float) -> list[tuple[Run, int
     except ImportError:
         sys.exit("error: --launcher ray needs Ray: pip install -r requirements.txt")
     ray.init(address=args.ray_address, num_cpus=None if args.ray_address else args.ray_cpus, include_dashboard=False,
-             log_to_driver=False)
+             log_to_driver=False,  # the workers import the shared data module (walker_data) as this process does
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "data"),
+                                                                      os.path.join(ROOT, "scripts")])}})
     # ray.init installs its own SIGTERM handler (a stack dump, exit 1): SIGTERM stays Ctrl-C, so runs checkpoint
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     task = ray.remote(execute).options(num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run, max_retries=0)
