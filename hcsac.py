@@ -53,8 +53,9 @@ INITS = ("authors", "torch", "corl")
 OBS_DIM, ACT_DIM = 24, 6
 SCALES = ("paper", "cpu")
 # --scale cpu, chosen by the calibration in results/cpu/calibration/: the paper's method hyperparameters on a
-# 2x256 network with batch 256 for a budget of gradient steps (epochs from the data size), about 10
-# evaluations and relabelings per run, and bf16 where the CPU computes it natively (emulated, it is ~16x slower).
+# 2x256 network with batch 256 for a budget of gradient steps (--max-steps; epochs from the data size), an
+# evaluation every tenth of it, about 10 relabelings in that budget, and bf16 where the CPU computes it natively
+# (emulated, it is ~16x slower).
 CPU_SCALE = {"hidden_dim": 256, "num_layers": 2, "batch_size": 256}
 CPU_SCALE_STEPS, CPU_SCALE_EVALUATIONS, CPU_SCALE_RELABELINGS = 30_000, 10, 10
 
@@ -114,6 +115,9 @@ class Args:
 
     epochs: Annotated[int, Range("[1, inf)")] = 1000
     """one epoch is one shuffled pass over the training data, in [1, inf)"""
+    max_steps: Annotated[int | None, Range("[1, inf)")] = None
+    """stop after this many gradient steps, mid-epoch if need be, in [1, inf); default: train all --epochs (the
+    paper's budget is epochs; --scale cpu's is CPU_SCALE_STEPS gradient steps)"""
     batch_size: Annotated[int, Range("[1, inf)")] = 1024
     """transitions per gradient step, in [1, inf)"""
     hidden_dim: Annotated[int, Range("[1, inf)")] = 1024
@@ -140,6 +144,9 @@ class Args:
     orthogonal_init flag)"""
     eval_every: Annotated[int, Range("[1, inf)")] = 10
     """epochs between evaluations, in [1, inf)"""
+    eval_every_steps: Annotated[int | None, Range("[1, inf)")] = None
+    """gradient steps between evaluations, in [1, inf), instead of --eval-every epochs (--scale cpu: a tenth of
+    CPU_SCALE_STEPS, so that every algorithm and budget is evaluated at the same steps)"""
     eval_episodes: Annotated[int, Range("[1, inf)")] = 10
     """episodes per task and evaluation, in [1, inf)"""
     log_every: Annotated[int, Range("[1, inf)")] = 100
@@ -170,9 +177,10 @@ def check_args(args: Args) -> None:
         raise UsageError(f"unknown --init {args.init!r}; expected one of {', '.join(INITS)}")
     for name, hint in get_type_hints(Args, include_extras=True).items():
         for allowed in getattr(hint, "__metadata__", ()):
-            if isinstance(allowed, Range) and getattr(args, name) not in allowed:
+            value = getattr(args, name)
+            if isinstance(allowed, Range) and value is not None and value not in allowed:  # None: not set
                 flag = "--" + name.replace("_", "-")
-                raise UsageError(f"{flag} {getattr(args, name)} is outside its range {allowed.interval}")
+                raise UsageError(f"{flag} {value} is outside its range {allowed.interval}")
 
 
 # ----------------------------------------------------------------------------------------------- environment
@@ -634,7 +642,8 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
                             original["task_ids"], args.relabel_reward)  # Algorithm 1, line 1: D* <- D
     steps_per_epoch = len(data["observations"]) // args.batch_size
     print(f"{run_name}: {len(data['observations'])} transitions, {steps_per_epoch} gradient steps per epoch, "
-          f"at least {args.epochs * steps_per_epoch} in total (relabeling adds more), on {device}", flush=True)
+          f"{planned_steps(args, 0, 1, steps_per_epoch)} in total{'' if args.max_steps else ' or more (relabeling adds some)'}, "
+          f"on {device}", flush=True)
     learner = Learner(args, device)
     fp32_seconds = warn_if_bf16_is_emulated(args, device, tuple(data[key][:args.batch_size] for key in (
         "observations", "task_ids", "actions", "rewards", "next_observations")))
@@ -669,7 +678,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
-    progress = Progress(global_step + (args.epochs - first_epoch + 1) * steps_per_epoch, global_step, device,
+    progress = Progress(planned_steps(args, global_step, first_epoch, steps_per_epoch), global_step, device,
                         suggest_cpu_scale(args), fp32_seconds, is_cpu_sized(args))
     step_metrics = StepMetrics(device)
 
@@ -681,6 +690,26 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
                 "global_step": global_step, "history": history, "train_seconds": train_seconds,
                 "elapsed": time.time() - start, "rng": rng_states(), "code": code, "relabel_log": relabel_log,
                 "d_star_rows": data["rows"].cpu(), "d_star_task_ids": data["task_ids"].cpu()}
+
+    def evaluate_and_checkpoint(epoch: int, within_epoch: dict | None = None) -> None:
+        """Evaluate every task (history and logs), then checkpoint: after `epoch`, or within it (`within_epoch`:
+        that epoch's batch order and the next batch, as --resume needs it)."""
+        sps = global_step / train_seconds
+        writer.add_scalar("charts/SPS", sps, global_step)
+        if step_metrics.count:
+            log_metrics(writer, progress, step_metrics.pop_means(), global_step)
+        line = f"epoch {epoch}/{args.epochs} step {global_step}"
+        for task in tasks:
+            returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device)
+            history[task].append({"epoch": epoch, "step": global_step, "train_seconds": round(train_seconds, 1),
+                                  "mean": float(np.mean(returns)), "returns": returns})
+            writer.add_scalar(f"eval/{task}_return", np.mean(returns), global_step)
+            line += f" {task} {np.mean(returns):.1f}"
+            progress.show(**{task: float(np.mean(returns))})
+        save_checkpoint(checkpoint_path, snapshot(epoch) if within_epoch is None
+                        else {**snapshot(epoch - 1), "resume_at": within_epoch})
+        eta = (progress.total_steps - global_step) * (time.time() - start) / global_step
+        progress.write(f"{line} | SPS {sps:.1f} | ETA {eta / 60:.1f} min")
 
     preemption = Preemption()
     for epoch in range(first_epoch, args.epochs + 1):
@@ -696,44 +725,38 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
             if global_step % args.log_every == 0:
                 log_metrics(writer, progress, step_metrics.pop_means(), global_step)
             progress.step(global_step)
+            if global_step == args.max_steps:
+                break  # the step budget is spent, maybe mid-epoch: the final evaluation follows
+            within_epoch = {"permutation": permutation.cpu(), "next_begin": begin + args.batch_size}
+            if args.eval_every_steps and global_step % args.eval_every_steps == 0:
+                step_metrics.check(epoch, checkpoint_path)
+                train_seconds += synchronized_time(device) - epoch_start
+                evaluate_and_checkpoint(epoch, within_epoch)
+                epoch_start = time.time()
             if preemption.requested:  # SIGTERM or SIGINT: checkpoint after this step, then exit
                 step_metrics.check(epoch, checkpoint_path)
                 train_seconds += time.time() - epoch_start
-                save_checkpoint(checkpoint_path, {**snapshot(epoch - 1), "resume_at": {
-                    "permutation": permutation.cpu(), "next_begin": begin + args.batch_size}})
+                save_checkpoint(checkpoint_path, {**snapshot(epoch - 1), "resume_at": within_epoch})
                 writer.close()
                 raise Preempted(f"{preemption.requested} after gradient step {global_step} (epoch {epoch}); "
                                 f"checkpoint written to {checkpoint_path}; continue with --resume {run_dir}")
         step_metrics.check(epoch, checkpoint_path)  # one host sync per epoch
         progress.end_of_epoch(global_step)
-        if device.type == "cuda":
-            torch.cuda.synchronize()  # so that the epoch's time includes its queued kernels
-        train_seconds += time.time() - epoch_start
-        if epoch % args.relabel_every == 0 and epoch < args.epochs:
+        train_seconds += synchronized_time(device) - epoch_start
+        finished = epoch == args.epochs or global_step == args.max_steps
+        if epoch % args.relabel_every == 0 and not finished:
             data, entry = relabel_step(learner, original, args)
             relabel_log.append({"epoch": epoch, **entry})
             for name, value in entry.items():
                 if name.startswith(("threshold_", "shared_")):
                     writer.add_scalar(f"relabel/{name}", value, global_step)
-            progress.set_total(global_step + (args.epochs - epoch) * (len(data["observations"]) // args.batch_size))
+            progress.set_total(planned_steps(args, global_step, epoch + 1, len(data["observations"]) // args.batch_size))
             progress.write("relabel " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                                  for k, v in relabel_log[-1].items()))
-        if epoch % args.eval_every == 0 or epoch == args.epochs:
-            sps = global_step / train_seconds
-            writer.add_scalar("charts/SPS", sps, global_step)
-            if step_metrics.count:
-                log_metrics(writer, progress, step_metrics.pop_means(), global_step)
-            line = f"epoch {epoch}/{args.epochs} step {global_step}"
-            for task in tasks:
-                returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device)
-                history[task].append({"epoch": epoch, "step": global_step, "train_seconds": round(train_seconds, 1),
-                                      "mean": float(np.mean(returns)), "returns": returns})
-                writer.add_scalar(f"eval/{task}_return", np.mean(returns), global_step)
-                line += f" {task} {np.mean(returns):.1f}"
-                progress.show(**{task: float(np.mean(returns))})
-            save_checkpoint(checkpoint_path, snapshot(epoch))
-            eta = (args.epochs - epoch) * (time.time() - start) / epoch
-            progress.write(f"{line} | SPS {sps:.1f} | ETA {eta / 60:.1f} min")
+        if finished or (not args.eval_every_steps and epoch % args.eval_every == 0):
+            evaluate_and_checkpoint(epoch)
+        if finished:
+            break
 
     progress.close()
     preemption.release()
@@ -758,6 +781,19 @@ RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_mode
 EVAL_ONLY_CHANGES = RESUMABLE_CHANGES | {"eval_only", "checkpoint", "eval_episodes", "seed", "capture_video",
                                          "data_dir", "eval_every", "bf16", "compile", "exp_name",
                                          "scale"}
+
+
+def planned_steps(args: Args, done_steps: int, next_epoch: int, steps_per_epoch: int) -> int:
+    """The gradient steps the run will have made at its end: the remaining epochs', capped by --max-steps."""
+    steps = done_steps + (args.epochs - next_epoch + 1) * steps_per_epoch
+    return steps if args.max_steps is None else min(steps, args.max_steps)
+
+
+def synchronized_time(device: torch.device) -> float:
+    """time.time() once the device's queued kernels are done, so that a timed stretch includes them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.time()
 
 
 def epoch_batch_order(num_transitions: int, device: torch.device, resume_at: dict | None) -> tuple[torch.Tensor, int]:
@@ -923,7 +959,7 @@ class Progress:
         self.bar.update()
         done = step - self.first_step
         if done == self.WARMUP_UPDATES:
-            self.timer_start = self.synchronized_time()
+            self.timer_start = synchronized_time(self.device)
         elif not self.cost_reported and done > self.WARMUP_UPDATES and (
                 done == self.WARMUP_UPDATES + self.TIMED_UPDATES or time.time() - self.timer_start > self.TIMED_SECONDS):
             self.report_cost(step)
@@ -935,7 +971,7 @@ class Progress:
             self.report_cost(step)
 
     def report_cost(self, step: int) -> None:
-        now, done = self.synchronized_time(), step - self.first_step
+        now, done = synchronized_time(self.device), step - self.first_step
         if self.timer_start is not None and done > self.WARMUP_UPDATES:
             seconds = (now - self.timer_start) / (done - self.WARMUP_UPDATES)
         else:
@@ -997,29 +1033,36 @@ class Progress:
 
 
 def apply_scale(args: Args, num_transitions: int, device: torch.device, typed: set[str] | None) -> str:
-    """Resolve --scale cpu for this run: CPU_SCALE, its step budget as epochs of this data, and bf16 where the
-    device computes it natively; the flags in `typed` keep their values. Returns the line that says so."""
+    """Resolve --scale cpu for this run: CPU_SCALE, a budget of CPU_SCALE_STEPS gradient steps (and the epochs
+    of this data that hold it), an evaluation every CPU_SCALE_STEPS / CPU_SCALE_EVALUATIONS steps and a
+    relabeling every 1/CPU_SCALE_RELABELINGS of its epochs whatever the budget (so that a longer run is a
+    shorter one continued), and bf16 where the device computes it
+    natively; the flags in `typed` keep their values. Returns the line that says so."""
     if typed is None:  # called from Python: the fields set away from their defaults count as typed
         typed = {name for name, value in asdict(Args()).items() if getattr(args, name) != value}
     for name, value in {**CPU_SCALE, "bf16": native_bf16(device)}.items():
         if name not in typed:
             setattr(args, name, value)
+    if "max_steps" not in typed and "epochs" not in typed:  # --epochs typed alone: an epoch budget, as the paper's
+        args.max_steps = CPU_SCALE_STEPS
     if "epochs" not in typed:
-        args.epochs = math.ceil(CPU_SCALE_STEPS / max(1, num_transitions // args.batch_size))
-    if "eval_every" not in typed:
-        args.eval_every = max(1, round(args.epochs / CPU_SCALE_EVALUATIONS))
-    if "relabel_every" not in typed:
-        args.relabel_every = max(1, round(args.epochs / CPU_SCALE_RELABELINGS))
-    flags = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in [*CPU_SCALE, "epochs", "eval_every", "relabel_every"]]
+        args.epochs = math.ceil(args.max_steps / max(1, num_transitions // args.batch_size))
+    if "eval_every_steps" not in typed and "eval_every" not in typed:
+        args.eval_every_steps = CPU_SCALE_STEPS // CPU_SCALE_EVALUATIONS
+    if "relabel_every" not in typed:  # from CPU_SCALE_STEPS, whatever the budget, as the evaluations
+        args.relabel_every = max(1, round(math.ceil(CPU_SCALE_STEPS / max(1, num_transitions // args.batch_size))
+                                          / CPU_SCALE_RELABELINGS))
+    shown = [*CPU_SCALE, "max_steps", "epochs", "eval_every_steps" if args.eval_every_steps else "eval_every",
+             "relabel_every"]
+    flags = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in shown if getattr(args, name) is not None]
     flags.append("--bf16" if args.bf16 else "--no-bf16")
-    kept = sorted(f"--{name.replace('_', '-')}" for name in typed if name in [*CPU_SCALE, "epochs", "eval_every",
+    kept = sorted(f"--{name.replace('_', '-')}" for name in typed if name in [*shown, "eval_every", "eval_every_steps",
                                                                           "relabel_every", "bf16"])
     if args.bf16:
         precision = "bf16, native here" if native_bf16(device) else "bf16 as typed, emulated on this CPU"
     else:
         precision = "fp32, as typed" if "bf16" in typed else "fp32: no native bf16 here"
-    return (f"scale cpu: {' '.join(flags)} ({CPU_SCALE_STEPS} gradient steps; {precision})"
-            + (f"; typed, kept: {' '.join(kept)}" if kept else ""))
+    return f"scale cpu: {' '.join(flags)} ({precision})" + (f"; typed, kept: {' '.join(kept)}" if kept else "")
 
 
 def typed_flags(argv: list[str]) -> set[str]:

@@ -111,10 +111,24 @@ def test_scale_cpu_resolves_per_cpu_and_keeps_typed_flags(module, native, monkey
     assert args.bf16 is native and (("--bf16 " in line) if native else ("--no-bf16" in line))
     assert ("native here" in line) if native else ("no native bf16 here" in line)
     steps_per_epoch = 100_000 // 256
+    # a budget of gradient steps, enough epochs to hold it, evaluations at fixed steps
+    assert args.max_steps == module.CPU_SCALE_STEPS == 30_000 and f"--max-steps {args.max_steps}" in line
     assert module.CPU_SCALE_STEPS <= args.epochs * steps_per_epoch < module.CPU_SCALE_STEPS + steps_per_epoch
-    assert args.eval_every == round(args.epochs / module.CPU_SCALE_EVALUATIONS)
+    assert args.eval_every_steps == module.CPU_SCALE_STEPS // module.CPU_SCALE_EVALUATIONS == 3000
+    base_epochs = args.epochs
     if module is hcsac:
         assert args.relabel_every == round(args.epochs / module.CPU_SCALE_RELABELINGS)
+    # a typed (longer) budget keeps the cadence of evaluations and relabelings: it continues the shorter run
+    args = module.Args(scale="cpu", max_steps=60_000)
+    line = module.apply_scale(args, 100_000, cpu, typed={"scale", "max_steps"})
+    assert args.max_steps == 60_000 and 60_000 <= args.epochs * steps_per_epoch < 60_000 + steps_per_epoch
+    assert args.eval_every_steps == 3000 and "typed, kept: --max-steps" in line
+    if module is hcsac:
+        assert args.relabel_every == round(base_epochs / module.CPU_SCALE_RELABELINGS)
+    # --epochs typed alone is an epoch budget (as the paper's), evaluated every --eval-every epochs if typed
+    args = module.Args(scale="cpu", epochs=5, eval_every=2)
+    module.apply_scale(args, 100_000, cpu, typed={"scale", "epochs", "eval_every"})
+    assert (args.max_steps, args.epochs, args.eval_every, args.eval_every_steps) == (None, 5, 2, None)
     # flags typed on the command line win; the budget follows a typed batch size
     typed = module.typed_flags(["--scale", "cpu", "--hidden-dim=64", "--batch-size", "512", "--no-bf16"])
     assert typed == {"scale", "hidden_dim", "batch_size", "bf16"}

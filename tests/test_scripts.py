@@ -27,7 +27,7 @@ def test_script_runs_end_to_end(script, tiny_data_dir, tmp_path):
     assert results["precision"] == ("bf16" if native else "fp32") and results["args"]["bf16"] is native
     assert results["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
     assert results["cpu"]["native_bf16"] is native and results["cpu"]["model"]
-    assert "scale cpu: --hidden-dim 32 --num-layers 2 --batch-size 256 --epochs 2 --eval-every 1" in result.stdout
+    assert "scale cpu: --hidden-dim 32 --num-layers 2 --batch-size 256 --epochs 2 --eval-every 1 " in result.stdout
     assert sorted(results["tasks"]) == sorted(SCRIPTS[script])
     for task, entry in results["tasks"].items():
         assert entry["final"]["epoch"] == 2 and len(entry["final"]["returns"]) == 2
