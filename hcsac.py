@@ -22,6 +22,7 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # MKL's matmuls: the same bits
 import copy
 import ctypes
 import fcntl
+import hashlib
 import io
 import json
 import math
@@ -281,10 +282,14 @@ def check_values(path: str, stored: dict[str, np.ndarray]) -> None:
                                f"and nothing else; row {row} is {bool(stored['timeouts'][row])}")
 
 
+def dataset_files(args: Args) -> list[str]:
+    return [os.path.join(args.data_dir, f"walker_{task}_{args.dataset}.npz") for task in TASKS]
+
+
 def load_training_data(args: Args, device: torch.device) -> dict[str, torch.Tensor]:
     """The union of every task's dataset as device tensors, each transition with its task id and own reward,
     plus `task_rewards` [num_tasks, N]: the reward of every task for every transition."""
-    per_task = [load_dataset(os.path.join(args.data_dir, f"walker_{task}_{args.dataset}.npz")) for task in TASKS]
+    per_task = [load_dataset(path) for path in dataset_files(args)]
     data = {key: np.concatenate([d[key] for d in per_task]) for key in DATASET_KEYS}
     data["task_ids"] = np.concatenate([np.full(len(d["observations"]), i) for i, d in enumerate(per_task)])
     data["task_rewards"] = np.stack([data.pop(f"rewards_{task}") for task in TASKS])
@@ -636,6 +641,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         keep_freed_memory()
 
     original = load_training_data(args, device)
+    data_digests = file_digests(dataset_files(args))  # recorded, so that no table mixes datasets
     if checkpoint is None and args.scale != "paper":  # a resumed run's arguments are already resolved
         print(apply_scale(args, len(original["observations"]), device, typed), flush=True)
     data = d_star_from_rows(original, torch.arange(len(original["observations"]), device=device),
@@ -662,6 +668,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         code = checkpoint.get("code", []) + code
         set_rng_states(checkpoint["rng"])
         resume_at = checkpoint.get("resume_at")  # where a signal stopped the run mid-epoch
+        check_same_data(run_dir, checkpoint.get("data", data_digests), data_digests)
         relabel_log = checkpoint["relabel_log"]
         data = d_star_from_rows(original, checkpoint["d_star_rows"].to(device),  # the D* the run had
                                 checkpoint["d_star_task_ids"].to(device), args.relabel_reward)
@@ -689,7 +696,8 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         return {"algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": completed_epoch,
                 "global_step": global_step, "history": history, "train_seconds": train_seconds,
                 "elapsed": time.time() - start, "rng": rng_states(), "code": code, "relabel_log": relabel_log,
-                "d_star_rows": data["rows"].cpu(), "d_star_task_ids": data["task_ids"].cpu()}
+                "d_star_rows": data["rows"].cpu(), "d_star_task_ids": data["task_ids"].cpu(),
+                "data": data_digests}
 
     def evaluate_and_checkpoint(epoch: int, within_epoch: dict | None = None) -> None:
         """Evaluate every task (history and logs), then checkpoint: after `epoch`, or within it (`within_epoch`:
@@ -763,7 +771,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
     results = {"algorithm": ALGORITHM, "args": asdict(args), "run_name": run_name,
                "gradient_steps": global_step, "wall_time_s": time.time() - start, "device": str(device),
                "precision": "bf16" if args.bf16 else "fp32", "cpu": cpu_description(),
-               "code": code, "versions": package_versions(), "relabel": relabel_log,
+               "code": code, "versions": package_versions(), "data": data_digests, "relabel": relabel_log,
                "tasks": {task: summarize(history[task]) for task in tasks}}
     write_json(os.path.join(run_dir, "results.json"), results)
     if args.save_model:
@@ -903,6 +911,24 @@ def parse_args() -> tuple[Args, dict | None]:
         details = ", ".join(f"--{k.replace('_', '-')} {getattr(saved, k)} -> {getattr(args, k)}" for k in changed)
         raise UsageError(f"{path} was made with other arguments ({details}); refusing to mix them")
     return args, checkpoint
+
+
+def file_digests(paths: list[str]) -> dict[str, str]:
+    """File name -> sha256 of its bytes."""
+    digests = {}
+    for path in paths:
+        with open(path, "rb") as f:
+            digests[os.path.basename(path)] = hashlib.file_digest(f, "sha256").hexdigest()
+    return digests
+
+
+def check_same_data(run_dir: str, saved: dict[str, str], now: dict[str, str]) -> None:
+    """A run resumes only on the data it started on."""
+    changed = sorted(name for name in {*saved, *now} if saved.get(name) != now.get(name))
+    if changed:
+        raise UsageError(f"{run_dir}: {', '.join(changed)} changed since the run started (sha256 "
+                         f"{saved.get(changed[0], 'none')[:12]} -> {now.get(changed[0], 'none')[:12]}); refusing to "
+                         f"mix datasets in one run")
 
 
 def package_versions() -> dict[str, str]:

@@ -21,6 +21,7 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # MKL's matmuls: the same bits
 import copy
 import ctypes
 import fcntl
+import hashlib
 import io
 import json
 import math
@@ -267,9 +268,13 @@ def check_values(path: str, stored: dict[str, np.ndarray]) -> None:
                                f"and nothing else; row {row} is {bool(stored['timeouts'][row])}")
 
 
+def dataset_files(args: Args) -> list[str]:
+    return [os.path.join(args.data_dir, f"walker_{task}_{args.dataset}.npz") for task in TASKS]
+
+
 def load_training_data(args: Args, device: torch.device) -> dict[str, torch.Tensor]:
     """The union of every task's dataset as device tensors, each transition with its task id and own reward."""
-    per_task = [load_dataset(os.path.join(args.data_dir, f"walker_{task}_{args.dataset}.npz")) for task in TASKS]
+    per_task = [load_dataset(path) for path in dataset_files(args)]
     data = {key: np.concatenate([d[key] for d in per_task]) for key in DATASET_KEYS}
     data["task_ids"] = np.concatenate([np.full(len(d["observations"]), i) for i, d in enumerate(per_task)])
     if len(data["observations"]) < args.batch_size:
@@ -553,6 +558,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         keep_freed_memory()
 
     data = load_training_data(args, device)
+    data_digests = file_digests(dataset_files(args))  # recorded, so that no table mixes datasets
     if checkpoint is None and args.scale != "paper":  # a resumed run's arguments are already resolved
         print(apply_scale(args, len(data["observations"]), device, typed), flush=True)
     steps_per_epoch = len(data["observations"]) // args.batch_size
@@ -575,6 +581,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         code = checkpoint.get("code", []) + code
         set_rng_states(checkpoint["rng"])
         resume_at = checkpoint.get("resume_at")  # where a signal stopped the run mid-epoch
+        check_same_data(run_dir, checkpoint.get("data", data_digests), data_digests)
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} (step {global_step})", flush=True)
 
     if args.track:
@@ -596,7 +603,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         """Everything --resume needs to continue exactly."""
         return {"algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": completed_epoch,
                 "global_step": global_step, "history": history, "train_seconds": train_seconds,
-                "elapsed": time.time() - start, "rng": rng_states(), "code": code}
+                "elapsed": time.time() - start, "rng": rng_states(), "code": code, "data": data_digests}
 
     def evaluate_and_checkpoint(epoch: int, within_epoch: dict | None = None) -> None:
         """Evaluate every task (history and logs), then checkpoint: after `epoch`, or within it (`within_epoch`:
@@ -661,7 +668,8 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
     results = {"algorithm": ALGORITHM, "args": asdict(args), "run_name": run_name,
                "gradient_steps": global_step, "wall_time_s": time.time() - start, "device": str(device),
                "precision": "bf16" if args.bf16 else "fp32", "cpu": cpu_description(),
-               "code": code, "versions": package_versions(), "tasks": {task: summarize(history[task]) for task in tasks}}
+               "code": code, "versions": package_versions(), "data": data_digests,
+               "tasks": {task: summarize(history[task]) for task in tasks}}
     write_json(os.path.join(run_dir, "results.json"), results)
     if args.save_model:
         save_checkpoint(os.path.join(run_dir, "model.pt"),
@@ -800,6 +808,24 @@ def parse_args() -> tuple[Args, dict | None]:
         details = ", ".join(f"--{k.replace('_', '-')} {getattr(saved, k)} -> {getattr(args, k)}" for k in changed)
         raise UsageError(f"{path} was made with other arguments ({details}); refusing to mix them")
     return args, checkpoint
+
+
+def file_digests(paths: list[str]) -> dict[str, str]:
+    """File name -> sha256 of its bytes."""
+    digests = {}
+    for path in paths:
+        with open(path, "rb") as f:
+            digests[os.path.basename(path)] = hashlib.file_digest(f, "sha256").hexdigest()
+    return digests
+
+
+def check_same_data(run_dir: str, saved: dict[str, str], now: dict[str, str]) -> None:
+    """A run resumes only on the data it started on."""
+    changed = sorted(name for name in {*saved, *now} if saved.get(name) != now.get(name))
+    if changed:
+        raise UsageError(f"{run_dir}: {', '.join(changed)} changed since the run started (sha256 "
+                         f"{saved.get(changed[0], 'none')[:12]} -> {now.get(changed[0], 'none')[:12]}); refusing to "
+                         f"mix datasets in one run")
 
 
 def package_versions() -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import os
@@ -19,7 +18,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from walker_data import SEED_RETURNS, TASKS, DatasetError, atomic_write_bytes, load_dataset  # noqa: E402
+from walker_data import SEED_RETURNS, TASKS, DatasetError, atomic_write_bytes, file_sha256, load_dataset  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUALITIES = ("medium", "medium-replay")
@@ -60,8 +59,7 @@ def print_table(folder: str) -> None:
             path = os.path.join(folder, f"walker_{task}_{quality}.npz")
             data = load_dataset(path, task)
             returns = episode_returns(data)
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
+            digest = file_sha256(path)
             print(f"| `{os.path.basename(path)}` | {len(data['rewards'])} | {len(returns)} | {returns.mean():.1f} | "
                   f"{returns.min():.1f} | {returns.max():.1f} | {SEED_RETURNS[task][quality]} | "
                   f"{os.path.getsize(path) / 1e6:.1f} | `{digest[:16]}…` |")

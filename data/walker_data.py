@@ -6,6 +6,8 @@ root deliberately do not import this module: each of them reads alone (CleanRL s
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import os
 import sys
@@ -115,6 +117,18 @@ class WalkerEnv(gym.Env):
         info = {f"rewards_{task}": r for task, r in task_rewards(self.physics).items()}
         # Walker never terminates; the episode ends by the 1000-step time limit only.
         return flatten_observation(time_step.observation), float(time_step.reward), False, time_step.last(), info
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a file's bytes (hex), computed once per version of the file in this process."""
+    stat = os.stat(path)
+    return _sha256(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

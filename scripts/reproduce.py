@@ -35,7 +35,7 @@ import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "data"))
-from walker_data import Range, atomic_write_bytes, check_ranges  # noqa: E402  (shared with the data tools)
+from walker_data import Range, atomic_write_bytes, check_ranges, file_sha256  # noqa: E402  (shared with the data tools)
 TASKS = ("walk", "run")
 DATASETS = ("medium", "medium-replay")
 ALGORITHMS = ("bc", "csac", "mtcsac", "hcsac")
@@ -44,16 +44,24 @@ SINGLE_TASK = ("bc", "csac")
 
 @dataclass(frozen=True)
 class Scale:
-    """Flags given to all four scripts (their defaults are the paper's)."""
+    """Flags given to all four scripts (their defaults are the paper's). With `budget_steps` B, BC and CSAC train
+    B gradient steps and an algorithm in `multipliers` m x B; the multi-task agents' epoch covers both tasks'
+    data, so 2B gives them the single-task agents' epochs (the report's rule), and their evaluation at step B
+    (which the scripts' fixed evaluation steps include) is what a B-step run would have shown: scripts/report.py
+    reads both, equal steps and equal epochs, from one run. `precision` pins --bf16 or --no-bf16."""
     flags: tuple[str, ...]
+    budget_steps: int | None = None
+    multipliers: dict[str, int] = field(default_factory=dict)
+    precision: str | None = None
 
 
 SCALES = {
-    # The seed's hyperparameters: 3x1024 MLPs, batch 1024, 1000 epochs. A GPU job.
+    # The seed's hyperparameters: 3x1024 MLPs, batch 1024, 1000 epochs for every algorithm. A GPU job.
     "paper": Scale(()),
-    # CPU-sized, defined once in each script (CPU_SCALE; chosen by the calibration in results/cpu/calibration/):
-    # a smaller network and batch, the same gradient-step budget for every run, bf16 where the CPU has it.
-    "cpu": Scale(("--scale", "cpu")),
+    # CPU-sized, defined once in each script (CPU_SCALE, CPU_SCALE_STEPS; chosen by the calibration in
+    # results/cpu/calibration/): a smaller network and batch, B = 30,000 gradient steps (2B for the multi-task
+    # agents), bf16 (the committed table's precision; refused where the CPU only emulates it, see main).
+    "cpu": Scale(("--scale", "cpu"), budget_steps=30_000, multipliers={"mtcsac": 2, "hcsac": 2}, precision="bf16"),
     # Seconds per run: for tests and smoke checks of the grid itself, not for results.
     "tiny": Scale(("--hidden-dim", "32", "--num-layers", "2", "--batch-size", "256", "--epochs", "2", "--eval-every", "1",
                    "--eval-episodes", "1", "--relabel-every", "1")),
@@ -105,14 +113,20 @@ class Run:
 
 
 def scale_flags(scale_name: str, run: Run) -> list[str]:
-    """The scale's flags for this run (the flags only hcsac takes left out for the others)."""
-    flags, out, i = list(SCALES[scale_name].flags), [], 0
+    """The scale's flags for this run (the flags only hcsac takes left out for the others), its step budget
+    and its precision."""
+    scale = SCALES[scale_name]
+    flags, out, i = list(scale.flags), [], 0
     while i < len(flags):
         takes_value = i + 1 < len(flags) and not flags[i + 1].startswith("--")
         chunk = flags[i:i + 2] if takes_value else flags[i:i + 1]
         if run.algorithm == "hcsac" or chunk[0] not in HCSAC_ONLY:
             out += chunk
         i += len(chunk)
+    if scale.budget_steps is not None:
+        out += ["--max-steps", str(scale.budget_steps * scale.multipliers.get(run.algorithm, 1))]
+    if scale.precision is not None:
+        out.append("--bf16" if scale.precision == "bf16" else "--no-bf16")
     return out
 
 
@@ -140,9 +154,28 @@ def finished_results(run: Run, args: Args) -> str:
     return os.path.join(args.results_dir, args.scale, "runs", f"{run.name}.json")
 
 
-def results_fault(path: str, run: Run) -> str | None:
+def data_files(run: Run, data_dir: str) -> list[str]:
+    """The dataset files the run trains on, as its script names them."""
+    return [os.path.join(data_dir, f"walker_{task}_{run.dataset}.npz") for task in ([run.task] if run.task else TASKS)]
+
+
+def data_fault(recorded: dict | None, run: Run, data_dir: str) -> str | None:
+    """Why a run's recorded data (file name -> sha256) is not today's files (None when it is)."""
+    if recorded is None:
+        return "it records no sha256 of its data (made before they were recorded)"
+    for path in data_files(run, data_dir):
+        name = os.path.basename(path)
+        if not os.path.isfile(path):
+            return f"{path} is missing"
+        if recorded.get(name) != file_sha256(path):
+            return f"it trained on another {name} (sha256 {str(recorded.get(name))[:12]}, today {file_sha256(path)[:12]})"
+    return None
+
+
+def results_fault(path: str, run: Run, data_dir: str | None = None) -> str | None:
     """Why `path` is not a finished run's results file (None when it is): it must parse and hold what
-    report.py reads, for every task the run learns."""
+    report.py reads, for every task the run learns, and (given `data_dir`) have trained on today's data files,
+    so that one table never mixes datasets."""
     try:
         with open(path, "rb") as f:
             results = json.loads(f.read())
@@ -153,23 +186,33 @@ def results_fault(path: str, run: Run) -> str | None:
                 return f"no evaluation of {task}"
         if not isinstance(results["gradient_steps"], int) or results["algorithm"] != run.algorithm:
             return "not this run's results"
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if data_dir is not None:
+            return data_fault(results.get("data"), run, data_dir)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 
 
 def is_finished(run: Run, args: Args) -> bool:
-    """Done when a complete results file exists, committed or in the run folder (then copied to be committed);
-    a torn or partial one says so in one line and the run is resumed (or redone) instead."""
+    """Done when a complete results file made on today's data files exists, committed or in the run folder (then
+    copied to be committed); a torn or partial one, or one made on other data, says so in one line and the run is
+    resumed (or redone) instead."""
     committed, local = finished_results(run, args), os.path.join(args.workdir, "runs", args.scale, run.name, "results.json")
     for path in (committed, local):
-        if os.path.isfile(path):
-            fault = results_fault(path, run)
-            if fault is None:
-                if path == local:  # finished, but its copy is missing or torn (a grid killed before copying)
-                    atomic_copy(local, committed)
-                return True
+        if not os.path.isfile(path):
+            continue
+        fault = results_fault(path, run)
+        if fault is not None:
             print(f"{path}: not a complete results file ({fault})", flush=True)
+            continue
+        with open(path, "rb") as f:
+            fault = data_fault(json.loads(f.read()).get("data"), run, args.data_dir)
+        if fault is not None:
+            print(f"{path}: not counted: {fault}; the run is redone on today's data", flush=True)
+            continue
+        if path == local:  # finished, but its copy is missing or torn (a grid killed before copying)
+            atomic_copy(local, committed)
+        return True
     return False
 
 
@@ -191,8 +234,15 @@ def checkpoint_fault(path: str) -> str | None:
     return None
 
 
-def set_aside_bad_checkpoint(run_dir: str) -> None:
-    """A checkpoint that does not load: kept as checkpoint.pt.bad, and the run restarts from scratch."""
+def checkpoint_data(path: str) -> dict | None:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False).get("data")
+
+
+def set_aside_bad_checkpoint(run_dir: str, run: Run, data_dir: str) -> None:
+    """A checkpoint that does not load, or that trained on other data files than today's: kept aside as
+    checkpoint.pt.bad (or .other-data), and the run restarts from scratch."""
     path = os.path.join(run_dir, "checkpoint.pt")
     if os.path.isfile(path):
         fault = checkpoint_fault(path)
@@ -200,6 +250,11 @@ def set_aside_bad_checkpoint(run_dir: str) -> None:
             os.replace(path, path + ".bad")
             print(f"{path}: not a loadable checkpoint ({fault}); kept aside as checkpoint.pt.bad, the run restarts "
                   f"from scratch", flush=True)
+            return
+        fault = data_fault(checkpoint_data(path), run, data_dir)
+        if fault is not None:
+            os.replace(path, path + ".other-data")
+            print(f"{path}: {fault}; kept aside as checkpoint.pt.other-data, the run restarts from scratch", flush=True)
 
 
 def hold_run_folder(run: Run, run_dir: str, poll_seconds: float = 1.0):
@@ -277,10 +332,10 @@ def execute(run: Run, args: Args, threads: int, local_runs: LocalRuns | None = N
     run_dir = os.path.join(args.workdir, "runs", args.scale, run.name)
     os.makedirs(run_dir, exist_ok=True)
     with hold_run_folder(run, run_dir) as lock:  # held from here into the run's process
-        if results_fault(os.path.join(run_dir, "results.json"), run) is None:  # an orphan finished it
+        if results_fault(os.path.join(run_dir, "results.json"), run, args.data_dir) is None:  # an orphan finished it
             atomic_copy(os.path.join(run_dir, "results.json"), finished_results(run, args))
             return run, 0, 0.0
-        set_aside_bad_checkpoint(run_dir)
+        set_aside_bad_checkpoint(run_dir, run, args.data_dir)
         start = time.time()
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "RUN_FOLDER_LOCK_FD": str(lock.fileno())}
@@ -302,7 +357,7 @@ def execute(run: Run, args: Args, threads: int, local_runs: LocalRuns | None = N
     if code in (-signal.SIGTERM, -signal.SIGINT):  # stopped before it could checkpoint: redone from its last one
         code = PREEMPTED
     if code == 0:  # ready to commit, so that a later sitting counts the run as done
-        fault = results_fault(os.path.join(run_dir, "results.json"), run)
+        fault = results_fault(os.path.join(run_dir, "results.json"), run, args.data_dir)
         if fault is not None:
             print(f"{run_dir}/results.json: exit 0 but {fault}; counted as failed", flush=True)
             return run, 1, time.time() - start
@@ -372,6 +427,27 @@ def launch_ray(todo: list[Run], args: Args, start: float) -> list[tuple[Run, int
     return outcomes
 
 
+def native_cpu_bf16() -> bool:
+    import torch  # only here: the grid itself needs no torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def emulated_bf16_fault(args: Args) -> str | None:
+    """Why this machine must not run the scale's runs (None when it may): a scale that pins bf16, runs on this
+    machine's CPU, and a CPU without native bf16 (AVX-512 BF16 or AMX), where autocast is emulated, ~16x slower
+    (benchmarks/cpu_speed.md); such a sitting works on something else."""
+    if SCALES[args.scale].precision != "bf16" or args.gpus_per_run > 0 or args.ray_address is not None:
+        return None  # on GPUs, or on a cluster whose CPUs this machine cannot see
+    import torch
+
+    if torch.cuda.is_available() or native_cpu_bf16():
+        return None
+    return (f"the {args.scale} scale pins bf16 and this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native "
+            f"bf16 (AVX-512 BF16 or AMX): emulated, it runs ~16x slower (benchmarks/cpu_speed.md); run this grid on "
+            f"a CPU that has it, or on GPUs (--launcher ray --gpus-per-run 0.25)")
+
+
 def main(args: Args) -> None:
     if args.scale not in SCALES:
         sys.exit(f"error: unknown scale {args.scale!r}; expected one of {', '.join(SCALES)}")
@@ -387,10 +463,15 @@ def run_grid(args: Args) -> None:
     todo = [r for r in runs if not is_finished(r, args)]
     print(f"{len(runs)} runs in the {args.scale} grid, {len(runs) - len(todo)} already finished, {len(todo)} to do",
           flush=True)
+    fault = emulated_bf16_fault(args) if todo else None
     if args.dry_run:
         for run in todo:
             print(" ".join(command(run, args)))
+        if fault:
+            print(f"note: not on this machine: {fault}")
         return
+    if fault:
+        sys.exit(f"error: {fault}")
     start = time.time()
     if args.launcher == "local":
         outcomes = launch_local(todo, args, start)

@@ -5,6 +5,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 from conftest import run_script
 
@@ -61,12 +62,64 @@ def test_grid_and_report(tiny_data_dir, tmp_path):
     assert "11 already finished, 1 to do" in result.stdout and "bc__medium__run__s0: done" in result.stdout
 
 
-def test_cpu_scale_is_the_scripts_own_definition():
-    """reproduce.py passes --scale cpu and copies none of its flags: each script resolves it (test_progress)."""
-    assert reproduce.SCALES["cpu"].flags == ("--scale", "cpu")
-    run = reproduce.Run("csac", "medium", 0, "walk")
-    command = reproduce.command(run, reproduce.Args(scale="cpu", workdir="/nonexistent"))
-    assert command[-2:] == ["--scale", "cpu"] and "--hidden-dim" not in command
+def test_cpu_scale_is_the_scripts_own_definition_with_twice_the_steps_for_the_multi_task_agents():
+    """reproduce.py passes --scale cpu and copies none of its flags (each script resolves it, test_progress), but
+    the step budget: B for BC and CSAC, 2B for MTCSAC and HCSAC (their epoch covers both tasks), and bf16 pinned."""
+    import bc
+    import csac
+    import hcsac
+    import mtcsac
+
+    scale = reproduce.SCALES["cpu"]
+    assert scale.flags == ("--scale", "cpu") and scale.precision == "bf16"
+    assert all(module.CPU_SCALE_STEPS == scale.budget_steps for module in (bc, csac, mtcsac, hcsac))
+    args = reproduce.Args(scale="cpu", workdir="/nonexistent")
+    for algorithm, task, steps in (("bc", "run", 30_000), ("csac", "walk", 30_000), ("mtcsac", None, 60_000),
+                                   ("hcsac", None, 60_000)):
+        command = reproduce.command(reproduce.Run(algorithm, "medium", 0, task), args)
+        assert command[-5:] == ["--scale", "cpu", "--max-steps", str(steps), "--bf16"] and "--hidden-dim" not in command
+
+
+def test_the_grid_refuses_bf16_runs_on_a_cpu_that_only_emulates_bf16(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(reproduce, "native_cpu_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = reproduce.Args(scale="cpu", seeds=[0], algorithms=["bc"], datasets=["medium"], results_dir=str(tmp_path),
+                          workdir=str(tmp_path))
+    with pytest.raises(SystemExit) as stop:
+        reproduce.main(args)
+    assert "the cpu scale pins bf16 and this CPU" in str(stop.value) and "no native bf16" in str(stop.value)
+    assert not (tmp_path / "runs").exists()  # nothing started
+    reproduce.main(reproduce.Args(**{**vars(args), "dry_run": True}))  # the commands are still shown
+    assert "bc.py" in capsys.readouterr().out
+    monkeypatch.setattr(reproduce, "native_cpu_bf16", lambda: True)
+    assert reproduce.emulated_bf16_fault(args) is None
+    assert reproduce.emulated_bf16_fault(reproduce.Args(**{**vars(args), "gpus_per_run": 0.25})) is None
+
+
+def test_a_run_made_on_other_data_is_not_counted(tiny_data_dir, tmp_path):
+    """One table never mixes datasets: a committed results file counts only if its recorded sha256 of each data
+    file matches today's file; otherwise the grid says why and redoes the run."""
+    import hashlib
+    import shutil
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data_dir)
+    grid = ["--scale", "tiny", "--seeds", "0", "--algorithms", "bc", "--datasets", "medium", "--workers", "1",
+            "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "results"), "--workdir", str(tmp_path)]
+    result = run_script("scripts/reproduce.py", *grid, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    committed = tmp_path / "results" / "tiny" / "runs" / "bc__medium__walk__s0.json"
+    recorded = json.loads(committed.read_text())["data"]
+    assert recorded == {"walker_walk_medium.npz": hashlib.sha256((data_dir / "walker_walk_medium.npz").read_bytes()).hexdigest()}
+    result = run_script("scripts/reproduce.py", *grid, "--dry-run", cwd=tmp_path)
+    assert "2 already finished, 0 to do" in result.stdout
+    shutil.copy(data_dir / "walker_walk_medium-replay.npz", data_dir / "walker_walk_medium.npz")  # new walk data
+    result = run_script("scripts/reproduce.py", *grid, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{committed}: not counted: it trained on another walker_walk_medium.npz" in result.stdout
+    assert "1 already finished, 1 to do" in result.stdout and "kept aside as checkpoint.pt.other-data" in result.stdout
+    assert json.loads(committed.read_text())["data"]["walker_walk_medium.npz"] == \
+        hashlib.sha256((data_dir / "walker_walk_medium.npz").read_bytes()).hexdigest()
 
 
 def test_report_refuses_a_cell_of_mixed_precision(tmp_path):

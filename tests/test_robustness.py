@@ -236,3 +236,23 @@ def test_fp32_updates_give_the_same_bits_with_one_and_two_threads():
     finally:
         torch.set_num_threads(threads_before)
     assert all(torch.equal(one, two) for one, two in zip(weights[1], weights[2]))
+
+
+@pytest.mark.parametrize("script", ["csac.py", "mtcsac.py"])
+def test_results_record_the_data_and_a_resume_on_changed_data_is_refused(script, tiny_data_dir, tmp_path):
+    import hashlib
+    import shutil
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data_dir)
+    flags = ["--data-dir", str(data_dir), *TASK_FLAGS[script], *TINY_FLAGS, "--epochs", "1"]
+    result = run_script(script, *flags, "--run-name", "r", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, results = final_returns(tmp_path / "runs" / "r")
+    tasks = ["run"] if script == "csac.py" else ["walk", "run"]
+    names = [f"walker_{task}_medium.npz" for task in tasks]
+    assert results["data"] == {name: hashlib.sha256((data_dir / name).read_bytes()).hexdigest() for name in names}
+    # another file under the same name (the medium-replay episode): the run does not continue on it
+    shutil.copy(data_dir / f"walker_{tasks[-1]}_medium-replay.npz", data_dir / names[-1])
+    result = run_script(script, "--resume", "runs/r", "--epochs", "2", cwd=tmp_path)
+    assert_one_line_error(result, f"runs/r: {names[-1]} changed since the run started")
