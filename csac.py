@@ -607,6 +607,8 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
 
     preemption = Preemption()
     for epoch in range(first_epoch, args.epochs + 1):
+        if global_step == args.max_steps:
+            break  # resumed from the final checkpoint of a step budget: nothing left to train
         epoch_start = time.time()
         permutation, first_begin = epoch_batch_order(len(data["observations"]), device, resume_at)
         resume_at = None

@@ -1,8 +1,15 @@
-"""Table 1 and Figure 4 from the grid's runs: results/<scale>/table1.md and results/<scale>/figure4.png.
+"""Table 1, Figure 4 and the interval plot from the grid's runs: results/<scale>/table1.md, figure4.png and
+intervals.png.
 
 Reads only results/<scale>/runs/*.json, the finished runs' results.json files that scripts/reproduce.py
-copies there: each holds the run's arguments, code version, every evaluation (epoch, step, returns) and final
-numbers, so the committed table and figure can be remade from what is committed.
+copies there: each holds the run's arguments, code version, data sha256, every evaluation (epoch, step,
+returns) and final numbers, so the committed table and figures can be remade from what is committed.
+
+Three readings of the same runs (reproduce.Scale): at a scale with a step budget B, BC and CSAC train B steps
+and MTCSAC and HCSAC 2B, so equal steps = every run's evaluation at step B, equal epochs = every run's final
+evaluation (the report's rule), best checkpoint = every run's best evaluation (the report's protocol;
+optimistic, since it selects on the evaluation itself). Beside mean ± std over seeds: the IQM over runs x tasks
+with a 95% stratified bootstrap interval, and P(MTCSAC > CSAC), P(HCSAC > MTCSAC) per task (scripts/intervals.py).
 
     python scripts/report.py --scale cpu
 """
@@ -23,6 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tyro  # noqa: E402
 
+from intervals import improvement_ci, iqm, probability_of_improvement, stratified_bootstrap_ci  # noqa: E402
 from reproduce import ALGORITHMS, DATASETS, ROOT, SCALES, SINGLE_TASK, TASKS  # noqa: E402
 from walker_data import atomic_write_bytes  # noqa: E402  (reproduce put data/ on the path)
 
@@ -77,15 +85,106 @@ def check_one_precision_per_cell(runs: list[dict]) -> None:
                              f"precision from its own --results-dir")
 
 
-def cell_values(runs: list[dict], last: int = 1) -> dict[tuple[str, str, str], list[float]]:
-    """(dataset, task, algorithm) -> per seed, the final evaluation's mean return, or with `last` > 1 the mean
-    of the last `last` evaluations (one evaluation of 10 episodes is noisy: a walker that falls scores ~20)."""
+def check_one_dataset_per_file(runs: list[dict]) -> None:
+    """One table never mixes datasets: every run that read a file name read the same bytes (sha256)."""
+    seen = defaultdict(lambda: defaultdict(list))
+    for results in runs:
+        for name, digest in (results.get("data") or {}).items():
+            seen[name][digest].append(results.get("run_name", "?"))
+    for name, by_digest in sorted(seen.items()):
+        if len(by_digest) > 1:
+            found = "; ".join(f"{digest[:12]}: {', '.join(names)}" for digest, names in sorted(by_digest.items()))
+            raise SystemExit(f"error: the runs read different versions of {name} ({found}); report one dataset per "
+                             f"table")
+
+
+READINGS = {  # name -> the evaluation of a run's history it takes
+    "equal steps": "the evaluation at step B (BC and CSAC: their final)",
+    "equal epochs": "the final evaluation (MTCSAC and HCSAC at 2B steps: the single-task agents' epochs)",
+    "best checkpoint": "the best evaluation of the run (the report's protocol; optimistic: it selects on the "
+                       "evaluation itself)",
+    "final": "the final evaluation",
+}
+
+
+def reading(results: dict, task: str, name: str, budget_steps: int | None) -> float:
+    """One run's value on one task under a reading (READINGS)."""
+    history = results["tasks"][task]["history"]
+    if name == "best checkpoint":
+        return float(max(evaluation["mean"] for evaluation in history))
+    if name == "equal steps":
+        at_budget = [evaluation["mean"] for evaluation in history if evaluation["step"] == budget_steps]
+        if not at_budget:
+            raise SystemExit(f"error: {results.get('run_name', '?')}: no evaluation of {task} at step {budget_steps} "
+                             f"(evaluated at steps {[e['step'] for e in history]}); the equal-steps reading needs one "
+                             f"exactly there (the scale's --max-steps and --eval-every-steps)")
+        return float(at_budget[0])
+    return float(history[-1]["mean"])  # equal epochs, final
+
+
+def cell_values(runs: list[dict], name: str = "final", budget_steps: int | None = None,
+                last: int = 1) -> dict[tuple[str, str, str], list[float]]:
+    """(dataset, task, algorithm) -> per seed, the run's value under the reading `name`; or with `last` > 1 the
+    mean of its last `last` evaluations (one evaluation of 10 episodes is noisy: a walker that falls scores ~20)."""
     cells = defaultdict(list)
     for results in runs:
         for task, entry in results["tasks"].items():
-            value = np.mean([evaluation["mean"] for evaluation in entry["history"][-last:]])  # the last is the final
+            value = (np.mean([evaluation["mean"] for evaluation in entry["history"][-last:]]) if last > 1
+                     else reading(results, task, name, budget_steps))
             cells[(results["args"]["dataset"], task, results["algorithm"])].append(float(value))
     return cells
+
+
+def interval_estimates(cells: dict) -> dict[tuple[str, str], tuple[float, float, float, int]]:
+    """(dataset, algorithm) -> IQM over all runs x tasks, its 95% stratified bootstrap interval (tasks the strata),
+    and the number of scores; raw returns pooled over the two tasks, as the report's average row pools them."""
+    out = {}
+    for dataset in DATASETS:
+        for algorithm in ALGORITHMS:
+            strata = [np.array(cells[(dataset, task, algorithm)]) for task in TASKS if cells.get((dataset, task, algorithm))]
+            if len(strata) == len(TASKS):
+                pooled = np.concatenate(strata)
+                out[(dataset, algorithm)] = (float(iqm(pooled)), *stratified_bootstrap_ci(strata, iqm), len(pooled))
+    return out
+
+
+COMPARISONS = (("mtcsac", "csac"), ("hcsac", "mtcsac"))  # the report's claims: the multi-task agents above CSAC,
+                                                          # HCSAC above MTCSAC
+
+
+def improvement_rows(cells: dict) -> list[str]:
+    """Markdown rows: per dataset and task, P(X > Y) with its 95% bootstrap interval for each comparison."""
+    lines = ["| Dataset | Task | " + " | ".join(f"P({LABELS[x]} > {LABELS[y]})" for x, y in COMPARISONS) + " |",
+             "|---|---|" + "---|" * len(COMPARISONS)]
+    for dataset in DATASETS:
+        for task in TASKS:
+            texts = []
+            for x, y in COMPARISONS:
+                xs, ys = cells.get((dataset, task, x)), cells.get((dataset, task, y))
+                if not xs or not ys:
+                    texts.append("–")
+                    continue
+                low, high = improvement_ci(xs, ys)
+                texts.append(f"{float(probability_of_improvement(np.array(xs), np.array(ys))):.2f} "
+                             f"[{low:.2f}, {high:.2f}]")
+            lines.append(f"| {dataset} | {task} | " + " | ".join(texts) + " |")
+    return lines
+
+
+def iqm_rows(estimates_by_reading: dict[str, dict]) -> list[str]:
+    lines = ["| Reading | Dataset | " + " | ".join(LABELS[a] for a in ALGORITHMS) + " |",
+             "|---|---|" + "---|" * len(ALGORITHMS)]
+    for name, estimates in estimates_by_reading.items():
+        for dataset in DATASETS:
+            texts = []
+            for algorithm in ALGORITHMS:
+                if (dataset, algorithm) not in estimates:
+                    texts.append("–")
+                    continue
+                value, low, high, _ = estimates[(dataset, algorithm)]
+                texts.append(f"{value:.1f} [{low:.1f}, {high:.1f}]")
+            lines.append(f"| {name} | {dataset} | " + " | ".join(texts) + " |")
+    return lines
 
 
 def cell_stats(cells: dict) -> dict[tuple[str, str], dict[str, tuple | None]]:
@@ -125,14 +224,14 @@ def table_rows(stats: dict[tuple[str, str], dict[str, tuple | None]], full: int 
 
 
 def run_costs(runs: list[dict]) -> list[str]:
-    lines = ["| run | seeds | epochs | gradient steps | wall time (min) |", "|---|---|---|---|---|"]
+    lines = ["| run | seeds | epochs (the last may be partial) | gradient steps | wall time (min) |", "|---|---|---|---|---|"]
     groups = defaultdict(list)
     for results in runs:
         task = results["args"].get("task") if results["algorithm"] in SINGLE_TASK else None
         groups[(results["algorithm"], results["args"]["dataset"], task)].append(results)
     for (algorithm, dataset, task), members in sorted(groups.items(), key=lambda kv: (ALGORITHMS.index(kv[0][0]), kv[0][1:])):
         steps = sorted({r["gradient_steps"] for r in members})
-        epochs = sorted({r["args"]["epochs"] for r in members})
+        epochs = sorted({next(iter(r["tasks"].values()))["final"]["epoch"] for r in members})  # the last, maybe partial
         minutes = np.mean([r["wall_time_s"] for r in members]) / 60
         name = f"{LABELS[algorithm]} {dataset}" + (f" {task}" if task else " (both tasks)")
         lines.append(f"| {name} | {len(members)} | {', '.join(map(str, epochs))} | {', '.join(map(str, steps))} "
@@ -154,7 +253,7 @@ def curves(runs: list[dict]) -> dict[tuple[str, str, str], list[tuple[np.ndarray
     return out
 
 
-def plot(curve_data, path: str, title: str) -> None:
+def plot(curve_data, path: str, title: str, budget_steps: int | None = None) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), squeeze=False)
     for col, dataset in enumerate(DATASETS):
         for row, task in enumerate(TASKS):
@@ -170,14 +269,46 @@ def plot(curve_data, path: str, title: str) -> None:
                 ax.plot(steps, mean, color=COLORS[algorithm],
                         label=f"{LABELS[algorithm]} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
                 ax.fill_between(steps, mean - std, mean + std, color=COLORS[algorithm], alpha=0.2)
+            if budget_steps is not None:
+                ax.axvline(budget_steps, color="gray", linestyle="--", linewidth=1,
+                           label=f"B = {budget_steps:,} steps (equal steps)")
             ax.set_title(f"walker {task}, {dataset}")
             ax.set_xlabel("gradient steps")
             ax.set_ylabel("evaluation return")
             ax.grid(alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
+            if any(curve_data.get((dataset, task, a)) for a in ALGORITHMS):
                 ax.legend(fontsize=8)
             else:
                 ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(title)
+    fig.tight_layout()
+    image = io.BytesIO()
+    fig.savefig(image, dpi=120, format="png")
+    atomic_write_bytes(path, image.getvalue())
+    plt.close(fig)
+
+
+def plot_intervals(estimates_by_reading: dict[str, dict], path: str, title: str) -> None:
+    """Per dataset, each algorithm's IQM with its 95% interval, one marker per reading."""
+    fig, axes = plt.subplots(1, len(DATASETS), figsize=(11, 3.6), squeeze=False)
+    markers = ["o", "s", "^", "D"]
+    for col, dataset in enumerate(DATASETS):
+        ax = axes[0][col]
+        for r, (name, estimates) in enumerate(estimates_by_reading.items()):
+            for a, algorithm in enumerate(ALGORITHMS):
+                if (dataset, algorithm) not in estimates:
+                    continue
+                value, low, high, _ = estimates[(dataset, algorithm)]
+                y = a + 0.2 * (r - (len(estimates_by_reading) - 1) / 2)
+                ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt=markers[r % len(markers)],
+                            color=COLORS[algorithm], capsize=3, label=name if a == 0 else None, mfc="white" if r else None)
+        ax.set_yticks(range(len(ALGORITHMS)), [LABELS[a] for a in ALGORITHMS])
+        ax.invert_yaxis()
+        ax.set_xlabel("IQM of evaluation return over runs x tasks, 95% CI")
+        ax.set_title(dataset)
+        ax.grid(alpha=0.3, axis="x")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     image = io.BytesIO()
@@ -193,31 +324,54 @@ def main(args: Args) -> None:
         raise SystemExit(f"error: {out_dir}/runs: no finished runs to report (scripts/reproduce.py puts them there)")
 
     check_one_precision_per_cell(runs)
-    cells = cell_values(runs)
-    ours = cell_stats(cells)
-    full = max(len(v) for v in cells.values())
+    check_one_dataset_per_file(runs)
     scale = SCALES.get(args.scale)
+    budget = scale.budget_steps if scale else None
+    # a scale with a step budget B has three readings of its runs; one without (the paper's) has two
+    readings = ["equal steps", "equal epochs", "best checkpoint"] if budget else ["final", "best checkpoint"]
+    cells = {name: cell_values(runs, name, budget) for name in readings}
+    full = max(len(v) for v in cells[readings[0]].values())
     flags = f"`{' '.join(scale.flags)}`" if scale and scale.flags else "none (the scripts' defaults: the paper's)"
+    if scale and budget:
+        flags += (f"; B = {budget:,} gradient steps for BC and CSAC, "
+                  + ", ".join(f"{m}B for {LABELS[a]}" for a, m in scale.multipliers.items()))
     precisions = sorted({precision(r) for r in runs})
     commits = sorted({c["commit"][:10] + ("+dirty" if c["dirty"] else "") for r in runs for c in r.get("code", [])
                       if c.get("commit")})
+    data = sorted({f"`{name}` {digest[:12]}" for r in runs for name, digest in (r.get("data") or {}).items()})
+
+    def section(name: str) -> list[str]:
+        return [f"## {name[0].upper()}{name[1:]}: {READINGS[name]}", "",
+                *table_rows(cell_stats(cells[name]), full), ""]
+
     lines = [f"# Table 1, scale `{args.scale}`", "",
-             f"Final evaluation return (mean ± std over seeds of each run's last evaluation, up to {full} seed(s) per "
-             f"cell; a cell with fewer says how many); every evaluation is 10 episodes per task unless the flags say otherwise. Made by "
+             f"Mean ± std over seeds (up to {full} per cell; a cell with fewer says how many) of each run's evaluation "
+             f"return, every evaluation 10 episodes per task unless the flags say otherwise. Made by "
              f"`python scripts/reproduce.py --scale {args.scale}` then `python scripts/report.py --scale {args.scale}`.",
-             "", f"Scale flags: {flags}; precision {', '.join(precisions)}.", "", f"Code: commit(s) {', '.join(commits) or 'not recorded'}.", "",
-             *table_rows(ours, full), "",
-             "## The seed report's Table 1 (5 seeds, its own datasets, 1000 epochs at the paper's size)", "",
-             *table_rows(SEED_TABLE), "",
-             "## Ours again, each run's mean over its last three evaluations", "",
-             "The same runs as the first table; per run the mean of its last three evaluations (30 episodes per task "
-             "instead of 10, over the last ~20% of the budget at the cpu scale), then mean ± std over seeds: less "
-             "noisy than one final evaluation.", "",
-             *table_rows(cell_stats(cell_values(runs, last=3)), full), "",
-             "## Cost of each run", "", *run_costs(runs), ""]
+             "", f"Scale flags: {flags}; precision {', '.join(precisions)}.", "",
+             f"Code: commit(s) {', '.join(commits) or 'not recorded'}. Data (sha256): {', '.join(data) or 'not recorded'}.",
+             "", *section(readings[0]),
+             "## The seed report's Table 1 (5 seeds, its own datasets, 1000 epochs at the paper's size, best checkpoint)",
+             "", *table_rows(SEED_TABLE), ""]
+    for name in readings[1:]:
+        lines += section(name)
+    estimates = {name: interval_estimates(cells[name]) for name in readings}
+    lines += ["## Interval estimates", "",
+              "IQM (interquartile mean) of all runs x tasks of each algorithm and dataset, with its 95% stratified "
+              "bootstrap interval (runs resampled within each task, 10,000 resamples, seeded; Agarwal et al., "
+              "NeurIPS 2021); raw returns pooled over walk and run as the report's average row pools them, so the "
+              "interval reflects both tasks' seeds. `intervals.png` plots them.", "",
+              *iqm_rows(estimates), ""]
+    for name in readings[:-1]:  # the best checkpoint is not a reading to test claims with
+        lines += [f"Probability of improvement, {name}: P(X > Y) for a random run of X and one of Y on the task (ties "
+                  f"count 1/2), with its 95% bootstrap interval; 0.5 is no difference.", "",
+                  *improvement_rows(cells[name]), ""]
+    lines += ["## Cost of each run", "", *run_costs(runs), ""]
     atomic_write_bytes(os.path.join(out_dir, "table1.md"), "\n".join(lines).encode())
-    plot(curves(runs), os.path.join(out_dir, "figure4.png"), f"Evaluation return vs gradient steps, scale {args.scale}")
-    print(f"wrote {out_dir}/table1.md and figure4.png from {len(runs)} runs")
+    plot(curves(runs), os.path.join(out_dir, "figure4.png"), f"Evaluation return vs gradient steps, scale {args.scale}",
+         budget)
+    plot_intervals(estimates, os.path.join(out_dir, "intervals.png"), f"IQM with 95% CI, scale {args.scale}")
+    print(f"wrote {out_dir}/table1.md, figure4.png and intervals.png from {len(runs)} runs")
 
 
 if __name__ == "__main__":

@@ -63,8 +63,9 @@ SCALES = {
     # agents), bf16 (the committed table's precision; refused where the CPU only emulates it, see main).
     "cpu": Scale(("--scale", "cpu"), budget_steps=30_000, multipliers={"mtcsac": 2, "hcsac": 2}, precision="bf16"),
     # Seconds per run: for tests and smoke checks of the grid itself, not for results.
-    "tiny": Scale(("--hidden-dim", "32", "--num-layers", "2", "--batch-size", "256", "--epochs", "2", "--eval-every", "1",
-                   "--eval-episodes", "1", "--relabel-every", "1")),
+    # (B = 4 steps, 8 for the multi-task agents: 2 and about 1 epochs of the tests' one-episode files)
+    "tiny": Scale(("--hidden-dim", "32", "--num-layers", "2", "--batch-size", "256", "--eval-every-steps", "2",
+                   "--eval-episodes", "1", "--relabel-every", "1"), budget_steps=4, multipliers={"mtcsac": 2, "hcsac": 2}),
 }
 HCSAC_ONLY = ("--relabel-every",)  # flags the other scripts do not take
 PREEMPTED = 75  # the scripts' exit code after SIGTERM/SIGINT with a checkpoint: resume later, not a failure

@@ -71,3 +71,20 @@ def test_a_run_killed_after_an_evaluation_within_an_epoch_resumes_to_the_same_re
     assert_same_run(tmp_path / "runs" / "killed", whole_results)
     _, results = final_returns(tmp_path / "runs" / "killed")
     assert [e["step"] for e in results["tasks"]["walk"]["history"]] == [5, 10, 15, 20]
+
+
+def test_a_finished_step_budget_resumed_from_its_final_checkpoint_trains_no_further(tiny_data_dir, tmp_path):
+    """The final checkpoint of a run stopped mid-epoch by --max-steps says 'after epoch 2': resuming it (a grid
+    whose results copy was lost does) writes the same results, without a step or an evaluation more."""
+    flags = ["--data-dir", tiny_data_dir, "--max-steps", "10", "--eval-every-steps", "5",
+             *[f"--{name.replace('_', '-')}={value}" for name, value in TINY_NETWORK.items()]]
+    for command in ([*flags, "--run-name", "r"], ["--resume", "runs/r"]):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "mtcsac.py"), *command], cwd=tmp_path,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        if command[0] != "--resume":
+            _, finished = final_returns(tmp_path / "runs" / "r")
+            checkpoint = torch.load(tmp_path / "runs" / "r" / "checkpoint.pt", weights_only=False)
+            assert (checkpoint["epoch"], checkpoint["global_step"]) == (2, 10)
+    _, again = final_returns(tmp_path / "runs" / "r")
+    assert again["gradient_steps"] == 10 and again["tasks"] == finished["tasks"]

@@ -1,5 +1,7 @@
 """Shipped datasets, the UTDS converter and the loader's messages on bad files (the collector: test_collect.py)."""
 
+import csv
+import json
 import os
 
 import numpy as np
@@ -31,6 +33,30 @@ def test_shipped_dataset_is_valid(task, quality):
     check_dataset(data, task)
     if quality == "medium":
         assert len(data["observations"]) >= 50_000  # at least 50 full episodes
+
+
+@pytest.mark.parametrize("task,quality", SHIPPED)
+def test_shipped_dataset_is_its_collections_window_and_like_the_seeds(task, quality):
+    """Each file is the window of 51 consecutive training episodes its collection log names: the file's episode
+    returns are the logged training returns of those episodes, in order, and their mean is within 3% of the
+    seed data's mean return for that file, whose reaching defined the window."""
+    with open(os.path.join(ROOT, "data", f"walker_{task}_collection.json")) as f:
+        log = json.load(f)
+    if "windows" not in log:
+        pytest.skip(f"walker {task}: the shipped files are still the earlier collector's; its TD3 collection is under way")
+    window = log["windows"][quality]
+    data = load_dataset(os.path.join(ROOT, "data", f"walker_{task}_{quality}.npz"), task)
+    returns = np.add.reduceat(data["rewards"].astype(np.float64), np.arange(0, len(data["rewards"]), 1000))
+    with open(os.path.join(ROOT, "data", f"walker_{task}_training_returns.csv")) as f:
+        logged = {int(row["episode"]): float(row["return"]) for row in csv.DictReader(f)}
+    episodes = range(window["first_episode"], window["last_episode"] + 1)
+    assert len(episodes) == len(returns) == 51
+    np.testing.assert_allclose(returns, [logged[e] for e in episodes], rtol=1e-5)
+    target = walker_data.SEED_RETURNS[task][quality]
+    assert returns.mean() >= target and abs(returns.mean() - target) <= 0.03 * target
+    assert window["mean_return"] == pytest.approx(returns.mean(), rel=1e-5)
+    if quality == "medium":  # no episode in both files
+        assert window["first_episode"] > log["windows"]["medium-replay"]["last_episode"]
 
 
 def test_shipped_datasets_fit_the_size_budget():

@@ -124,11 +124,11 @@ def test_a_run_made_on_other_data_is_not_counted(tiny_data_dir, tmp_path):
 
 def test_report_refuses_a_cell_of_mixed_precision(tmp_path):
     def run(seed: int, precision: str | None, bf16: bool) -> dict:
-        history = [{"epoch": 1, "step": 1000, "train_seconds": 1.0, "mean": 100.0 + seed, "returns": [100.0]}]
-        return {"algorithm": "csac", "run_name": f"cpu/csac__medium__walk__s{seed}", "gradient_steps": 1000,
+        history = [{"epoch": 1, "step": 30_000, "train_seconds": 1.0, "mean": 100.0 + seed, "returns": [100.0]}]
+        return {"algorithm": "csac", "run_name": f"cpu/csac__medium__walk__s{seed}", "gradient_steps": 30_000,
                 "wall_time_s": 1.0, **({"precision": precision} if precision else {}),
                 "args": {"dataset": "medium", "task": "walk", "bf16": bf16, "epochs": 1},
-                "tasks": {"walk": {"history": history, "final": {"mean": 100.0 + seed}}}}
+                "tasks": {"walk": {"history": history, "final": {"epoch": 1, "mean": 100.0 + seed}}}}
     runs = tmp_path / "results" / "cpu" / "runs"
     runs.mkdir(parents=True)
     (runs / "a.json").write_text(json.dumps(run(0, None, True)))  # an older file: bf16 by its flag
@@ -188,7 +188,7 @@ def test_cells_from_the_final_or_the_last_evaluations():
         history = [{"step": 1000 * (i + 1), "mean": r} for i, r in enumerate(seed_returns)]
         return {"algorithm": "csac", "args": {"dataset": "medium", "task": "walk", "epochs": 4},
                 "gradient_steps": 4000, "wall_time_s": seconds,
-                "tasks": {"walk": {"history": history, "final": {"mean": seed_returns[-1]}}}}
+                "tasks": {"walk": {"history": history, "final": {"epoch": 4, "mean": seed_returns[-1]}}}}
 
     runs = [run([10, 100, 200, 600], 1800), run([20, 300, 400, 200], 5400)]
     assert report.cell_values(runs)[("medium", "walk", "csac")] == [600, 200]
@@ -215,3 +215,60 @@ def test_learning_curves_of_a_folder_of_runs(tmp_path):
     assert "| csac_walk_medium_2x256_s0 (walk) | 1.0k: 10, 2.0k: 100, 3.0k: 320, 4.0k: 400 | 400.0 | 4.0 |" in text
     assert "| csac_walk_medium_2x256 (walk) | 2 | 300 (400, 200) | 203 (273, 133) |" in text
     assert text.rstrip().endswith("| – | 3.0k (3.0 min), never |")  # no evaluation from 10k steps: no such mean
+
+
+def synthetic_run(algorithm: str, seed: int, curve: dict[str, list[tuple[int, float]]], data: str = "a" * 64) -> dict:
+    """A results.json as the scripts write it, with the evaluations (step, mean) given per task."""
+    tasks = {task: {"history": [{"epoch": i + 1, "step": step, "train_seconds": 1.0, "mean": mean, "returns": [mean]}
+                                for i, (step, mean) in enumerate(points)]} for task, points in curve.items()}
+    for entry in tasks.values():
+        entry["final"] = {**entry["history"][-1]}
+    task = next(iter(curve)) if algorithm in reproduce.SINGLE_TASK else None
+    name = reproduce.Run(algorithm, "medium", seed, task).name
+    return {"algorithm": algorithm, "run_name": f"cpu/{name}", "gradient_steps": max(s for p in curve.values() for s, _ in p),
+            "wall_time_s": 60.0, "precision": "bf16", "args": {"dataset": "medium", "task": task or "walk", "epochs": 1},
+            "data": {f"walker_{t}_medium.npz": data for t in curve}, "tasks": tasks}
+
+
+def test_report_reads_equal_steps_equal_epochs_and_best_from_the_same_runs(tmp_path):
+    """At B = 30,000 (the cpu scale): CSAC's final is its equal-steps and equal-epochs value; MTCSAC's evaluation
+    at step B is its equal-steps value and its final (2B) its equal-epochs value; the best is the maximum."""
+    import report
+
+    runs_dir = tmp_path / "results" / "cpu" / "runs"
+    runs_dir.mkdir(parents=True)
+    for seed in range(3):
+        csac_run = synthetic_run("csac", seed, {"walk": [(3000, 900.0 + seed), (30_000, 100.0 + seed)]})
+        mtcsac_run = synthetic_run("mtcsac", seed, {task: [(30_000, 200.0 + seed + offset), (60_000, 300.0 + seed + offset)]
+                                                    for task, offset in (("walk", 0), ("run", 10))})
+        for results in (csac_run, mtcsac_run):
+            (runs_dir / f"{results['run_name'].split('/')[1]}.json").write_text(json.dumps(results))
+    report.main(report.Args(scale="cpu", results_dir=str(tmp_path / "results")))
+    table = (tmp_path / "results" / "cpu" / "table1.md").read_text()
+    sections = {part.split("\n")[0].split(":")[0]: part for part in table.split("## ")[1:]}
+
+    def walk_row(section: str) -> list[str]:
+        row = next(line for line in sections[section].splitlines() if line.startswith("| medium | walk"))
+        return [cell.strip() for cell in row.strip("|").split("|")][2:]
+
+    assert walk_row("Equal steps") == ["–", "101.00 ± 0.82", "**201.00 ± 0.82**", "–"]
+    assert walk_row("Equal epochs") == ["–", "101.00 ± 0.82", "**301.00 ± 0.82**", "–"]
+    assert walk_row("Best checkpoint") == ["–", "**901.00 ± 0.82**", "301.00 ± 0.82", "–"]
+    # MTCSAC's IQM at equal steps pools walk 200-202 and run 210-212: the middle four of six, 206.0
+    iqm_row = next(line for line in sections["Interval estimates"].splitlines() if line.startswith("| equal steps | medium |"))
+    assert "| 206.0 [" in iqm_row
+    assert "P(MTCSAC > CSAC)" in table and (tmp_path / "results" / "cpu" / "intervals.png").stat().st_size > 0
+
+    # a multi-task run without an evaluation at exactly step B cannot give the equal-steps reading
+    late = synthetic_run("mtcsac", 0, {task: [(30_065, 200.0), (60_000, 300.0)] for task in ("walk", "run")})
+    (runs_dir / "mtcsac__medium__s0.json").write_text(json.dumps(late))
+    result = run_script("scripts/report.py", "--scale", "cpu", "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "cpu/mtcsac__medium__s0: no evaluation of walk at step 30000" in result.stderr
+
+    # runs that read different versions of one data file are not one table
+    (runs_dir / "mtcsac__medium__s0.json").write_text(json.dumps(synthetic_run(
+        "mtcsac", 0, {task: [(30_000, 200.0), (60_000, 300.0)] for task in ("walk", "run")}, data="b" * 64)))
+    result = run_script("scripts/report.py", "--scale", "cpu", "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
+    assert result.returncode == 1 and "the runs read different versions of walker_run_medium.npz (aaaaaaaaaaaa: " \
+        "cpu/mtcsac__medium__s1, cpu/mtcsac__medium__s2; bbbbbbbbbbbb: cpu/mtcsac__medium__s0)" in result.stderr
