@@ -91,7 +91,7 @@ def draw_figure(folder: str, out: str) -> None:
         steps, returns = training_returns(folder, task)
         ax.plot(steps / 1e3, returns, lw=0.6, color="0.6", label="training episode")
         log = collection_log(folder, task)
-        size = log["args"]["window_episodes"] if log else 51
+        size = (log or {}).get("args", {}).get("window_episodes", 51)  # an earlier collector's log has none
         if len(returns) >= size:
             trailing = np.convolve(returns, np.ones(size) / size, mode="valid")
             ax.plot(steps[size - 1:] / 1e3, trailing, color="k", lw=1.2, label=f"mean of the last {size}")
