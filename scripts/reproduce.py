@@ -222,23 +222,17 @@ def atomic_copy(source: str, destination: str) -> None:
         atomic_write_bytes(destination, f.read())
 
 
-def checkpoint_fault(path: str) -> str | None:
-    """Why a run folder's checkpoint.pt cannot be resumed from (None when it loads)."""
+def load_checkpoint(path: str) -> tuple[dict | None, str | None]:
+    """A run folder's checkpoint.pt, or why it cannot be resumed from."""
     import torch  # only here: the grid itself needs no torch
 
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(checkpoint, dict) or "learner" not in checkpoint:
-            return "not a training checkpoint"
+            return None, "not a training checkpoint"
     except Exception as exc:  # truncated zip, garbage bytes, pickle errors: all mean the same here
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return None
-
-
-def checkpoint_data(path: str) -> dict | None:
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=False).get("data")
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return checkpoint, None
 
 
 def set_aside_bad_checkpoint(run_dir: str, run: Run, data_dir: str) -> None:
@@ -246,13 +240,13 @@ def set_aside_bad_checkpoint(run_dir: str, run: Run, data_dir: str) -> None:
     checkpoint.pt.bad (or .other-data), and the run restarts from scratch."""
     path = os.path.join(run_dir, "checkpoint.pt")
     if os.path.isfile(path):
-        fault = checkpoint_fault(path)
+        checkpoint, fault = load_checkpoint(path)
         if fault is not None:
             os.replace(path, path + ".bad")
             print(f"{path}: not a loadable checkpoint ({fault}); kept aside as checkpoint.pt.bad, the run restarts "
                   f"from scratch", flush=True)
             return
-        fault = data_fault(checkpoint_data(path), run, data_dir)
+        fault = data_fault(checkpoint.get("data"), run, data_dir)
         if fault is not None:
             os.replace(path, path + ".other-data")
             print(f"{path}: {fault}; kept aside as checkpoint.pt.other-data, the run restarts from scratch", flush=True)
