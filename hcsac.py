@@ -699,9 +699,9 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
                 "d_star_rows": data["rows"].cpu(), "d_star_task_ids": data["task_ids"].cpu(),
                 "data": data_digests}
 
-    def evaluate_and_checkpoint(epoch: int, within_epoch: dict | None = None) -> None:
-        """Evaluate every task (history and logs), then checkpoint: after `epoch`, or within it (`within_epoch`:
-        that epoch's batch order and the next batch, as --resume needs it)."""
+    def evaluate_and_checkpoint(epoch: int, position: dict | None = None) -> None:
+        """Evaluate every task (history and logs), then checkpoint: after `epoch`, or within it at `position`
+        (within_epoch: that epoch's batch order and next batch, as --resume needs it)."""
         sps = global_step / train_seconds
         writer.add_scalar("charts/SPS", sps, global_step)
         if step_metrics.count:
@@ -714,8 +714,8 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
             writer.add_scalar(f"eval/{task}_return", np.mean(returns), global_step)
             line += f" {task} {np.mean(returns):.1f}"
             progress.show(**{task: float(np.mean(returns))})
-        save_checkpoint(checkpoint_path, snapshot(epoch) if within_epoch is None
-                        else {**snapshot(epoch - 1), "resume_at": within_epoch})
+        save_checkpoint(checkpoint_path, snapshot(epoch) if position is None
+                        else {**snapshot(epoch - 1), "resume_at": position})
         eta = (progress.total_steps - global_step) * (time.time() - start) / global_step
         progress.write(f"{line} | SPS {sps:.1f} | ETA {eta / 60:.1f} min")
 
@@ -737,16 +737,16 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
             progress.step(global_step)
             if global_step == args.max_steps:
                 break  # the step budget is spent, maybe mid-epoch: the final evaluation follows
-            within_epoch = {"permutation": permutation.cpu(), "next_begin": begin + args.batch_size}
             if args.eval_every_steps and global_step % args.eval_every_steps == 0:
                 step_metrics.check(epoch, checkpoint_path)
                 train_seconds += synchronized_time(device) - epoch_start
-                evaluate_and_checkpoint(epoch, within_epoch)
+                evaluate_and_checkpoint(epoch, within_epoch(permutation, begin + args.batch_size))
                 epoch_start = time.time()
             if preemption.requested:  # SIGTERM or SIGINT: checkpoint after this step, then exit
                 step_metrics.check(epoch, checkpoint_path)
                 train_seconds += time.time() - epoch_start
-                save_checkpoint(checkpoint_path, {**snapshot(epoch - 1), "resume_at": within_epoch})
+                save_checkpoint(checkpoint_path, {**snapshot(epoch - 1),
+                                                  "resume_at": within_epoch(permutation, begin + args.batch_size)})
                 writer.close()
                 raise Preempted(f"{preemption.requested} after gradient step {global_step} (epoch {epoch}); "
                                 f"checkpoint written to {checkpoint_path}; continue with --resume {run_dir}")
@@ -804,6 +804,11 @@ def synchronized_time(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.time()
+
+
+def within_epoch(permutation: torch.Tensor, next_begin: int) -> dict:
+    """Where --resume continues inside an epoch: the epoch's batch order and the offset of its next batch."""
+    return {"permutation": permutation.cpu(), "next_begin": next_begin}
 
 
 def epoch_batch_order(num_transitions: int, device: torch.device, resume_at: dict | None) -> tuple[torch.Tensor, int]:
