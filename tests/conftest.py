@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -63,6 +65,16 @@ def checkpoint_networks(run_dir) -> dict:
     """The learner's networks and log_alpha from run_dir's checkpoint.pt, by name (optimiser states left out)."""
     learner = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["learner"]
     return {name: state for name, state in learner.items() if not name.endswith("optimizer")}
+
+
+def kill_at_first_checkpoint(script: str, *flags: str, checkpoint, cwd) -> None:
+    """Start one of the scripts and SIGKILL it as soon as `checkpoint` exists (or let it end first)."""
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *flags], cwd=cwd,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not checkpoint.exists() and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 def run_script(script: str, *flags: str, cwd, timeout: int = 600) -> subprocess.CompletedProcess:

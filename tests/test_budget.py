@@ -3,14 +3,12 @@ reading of Table 1 takes a multi-task run of 2B steps at its evaluation at step 
 what a B-step run would have shown, and a run killed after an evaluation within an epoch must resume exactly."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, kill_at_first_checkpoint
 from test_robustness import assert_same_run, final_returns
 
 import hcsac
@@ -56,12 +54,7 @@ def test_a_run_killed_after_an_evaluation_within_an_epoch_resumes_to_the_same_re
     _, whole_results = final_returns(tmp_path / "runs" / "whole")
 
     checkpoint = tmp_path / "runs" / "killed" / "checkpoint.pt"
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "hcsac.py"), *flags, "--run-name", "killed"],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not checkpoint.exists() and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_at_first_checkpoint("hcsac.py", *flags, "--run-name", "killed", checkpoint=checkpoint, cwd=tmp_path)
     saved = torch.load(checkpoint, weights_only=False)
     assert saved["global_step"] < 20 and saved["global_step"] % 5 == 0, "the run finished before it could be killed"
     assert "resume_at" in saved  # an evaluation's checkpoint within an epoch: that epoch's batch order

@@ -10,7 +10,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TASK_FLAGS, TINY_FLAGS, checkpoint_networks, random_rollouts, run_script
+from conftest import (ROOT, TASK_FLAGS, TINY_FLAGS, checkpoint_networks, kill_at_first_checkpoint, random_rollouts,
+                      run_script)
 
 import csac
 
@@ -33,12 +34,7 @@ def test_killed_or_preempted_run_resumes_to_the_same_results(script, tiny_data_d
     _, whole = final_returns(tmp_path / "runs" / "whole")
 
     checkpoint = tmp_path / "runs" / "killed" / "checkpoint.pt"
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *flags, "--run-name", "killed"],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not checkpoint.exists() and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_at_first_checkpoint(script, *flags, "--run-name", "killed", checkpoint=checkpoint, cwd=tmp_path)
     saved_epoch = torch.load(checkpoint, weights_only=False)["epoch"]
     assert saved_epoch < 4, "the run finished before it could be killed"
     assert not (tmp_path / "runs" / "killed" / "results.json").exists()
