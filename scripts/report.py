@@ -280,6 +280,11 @@ def plot(curve_data, path: str, title: str, budget_steps: int | None = None) -> 
                 ax.legend(fontsize=8)
             else:
                 ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
+    save_figure(fig, title, path)
+
+
+def save_figure(fig, title: str, path: str) -> None:
+    """Title, layout and an atomic write of the PNG (a reader never sees half a figure)."""
     fig.suptitle(title)
     fig.tight_layout()
     image = io.BytesIO()
@@ -309,12 +314,7 @@ def plot_intervals(estimates_by_reading: dict[str, dict], path: str, title: str)
         ax.grid(alpha=0.3, axis="x")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    image = io.BytesIO()
-    fig.savefig(image, dpi=120, format="png")
-    atomic_write_bytes(path, image.getvalue())
-    plt.close(fig)
+    save_figure(fig, title, path)
 
 
 def main(args: Args) -> None:
