@@ -53,7 +53,7 @@ SCALES = ("paper", "cpu")
 # 2x256 network with batch 256 for a budget of gradient steps (--max-steps; epochs from the data size), an
 # evaluation every tenth of it, and bf16 where the CPU computes it natively (emulated, it is ~16x slower).
 CPU_SCALE = {"hidden_dim": 256, "num_layers": 2, "batch_size": 256}
-CPU_SCALE_STEPS, CPU_SCALE_EVALUATIONS = 30_000, 10
+CPU_SCALE_STEPS, CPU_SCALE_EVALUATIONS = 40_000, 10
 
 
 @dataclass(frozen=True)

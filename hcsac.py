@@ -58,7 +58,7 @@ SCALES = ("paper", "cpu")
 # evaluation every tenth of it, about 10 relabelings in that budget, and bf16 where the CPU computes it natively
 # (emulated, it is ~16x slower).
 CPU_SCALE = {"hidden_dim": 256, "num_layers": 2, "batch_size": 256}
-CPU_SCALE_STEPS, CPU_SCALE_EVALUATIONS, CPU_SCALE_RELABELINGS = 30_000, 10, 10
+CPU_SCALE_STEPS, CPU_SCALE_EVALUATIONS, CPU_SCALE_RELABELINGS = 40_000, 10, 10
 
 
 @dataclass(frozen=True)

@@ -112,9 +112,9 @@ def test_scale_cpu_resolves_per_cpu_and_keeps_typed_flags(module, native, monkey
     assert ("native here" in line) if native else ("no native bf16 here" in line)
     steps_per_epoch = 100_000 // 256
     # a budget of gradient steps, enough epochs to hold it, evaluations at fixed steps
-    assert args.max_steps == module.CPU_SCALE_STEPS == 30_000 and f"--max-steps {args.max_steps}" in line
+    assert args.max_steps == module.CPU_SCALE_STEPS == 40_000 and f"--max-steps {args.max_steps}" in line
     assert module.CPU_SCALE_STEPS <= args.epochs * steps_per_epoch < module.CPU_SCALE_STEPS + steps_per_epoch
-    assert args.eval_every_steps == module.CPU_SCALE_STEPS // module.CPU_SCALE_EVALUATIONS == 3000
+    assert args.eval_every_steps == module.CPU_SCALE_STEPS // module.CPU_SCALE_EVALUATIONS == 4000
     base_epochs = args.epochs
     if module is hcsac:
         assert args.relabel_every == round(args.epochs / module.CPU_SCALE_RELABELINGS)
@@ -122,7 +122,7 @@ def test_scale_cpu_resolves_per_cpu_and_keeps_typed_flags(module, native, monkey
     args = module.Args(scale="cpu", max_steps=60_000)
     line = module.apply_scale(args, 100_000, cpu, typed={"scale", "max_steps"})
     assert args.max_steps == 60_000 and 60_000 <= args.epochs * steps_per_epoch < 60_000 + steps_per_epoch
-    assert args.eval_every_steps == 3000 and "typed, kept: --max-steps" in line
+    assert args.eval_every_steps == 4000 and "typed, kept: --max-steps" in line
     if module is hcsac:
         assert args.relabel_every == round(base_epochs / module.CPU_SCALE_RELABELINGS)
     # --epochs typed alone is an epoch budget (as the paper's), evaluated every --eval-every epochs if typed

@@ -74,8 +74,8 @@ def test_cpu_scale_is_the_scripts_own_definition_with_twice_the_steps_for_the_mu
     assert scale.flags == ("--scale", "cpu") and scale.precision == "bf16"
     assert all(module.CPU_SCALE_STEPS == scale.budget_steps for module in (bc, csac, mtcsac, hcsac))
     args = reproduce.Args(scale="cpu", workdir="/nonexistent")
-    for algorithm, task, steps in (("bc", "run", 30_000), ("csac", "walk", 30_000), ("mtcsac", None, 60_000),
-                                   ("hcsac", None, 60_000)):
+    for algorithm, task, steps in (("bc", "run", 40_000), ("csac", "walk", 40_000), ("mtcsac", None, 80_000),
+                                   ("hcsac", None, 80_000)):
         command = reproduce.command(reproduce.Run(algorithm, "medium", 0, task), args)
         assert command[-5:] == ["--scale", "cpu", "--max-steps", str(steps), "--bf16"] and "--hidden-dim" not in command
 
@@ -124,8 +124,8 @@ def test_a_run_made_on_other_data_is_not_counted(tiny_data_dir, tmp_path):
 
 def test_report_refuses_a_cell_of_mixed_precision(tmp_path):
     def run(seed: int, precision: str | None, bf16: bool) -> dict:
-        history = [{"epoch": 1, "step": 30_000, "train_seconds": 1.0, "mean": 100.0 + seed, "returns": [100.0]}]
-        return {"algorithm": "csac", "run_name": f"cpu/csac__medium__walk__s{seed}", "gradient_steps": 30_000,
+        history = [{"epoch": 1, "step": 40_000, "train_seconds": 1.0, "mean": 100.0 + seed, "returns": [100.0]}]
+        return {"algorithm": "csac", "run_name": f"cpu/csac__medium__walk__s{seed}", "gradient_steps": 40_000,
                 "wall_time_s": 1.0, **({"precision": precision} if precision else {}),
                 "args": {"dataset": "medium", "task": "walk", "bf16": bf16, "epochs": 1},
                 "tasks": {"walk": {"history": history, "final": {"epoch": 1, "mean": 100.0 + seed}}}}
@@ -231,15 +231,15 @@ def synthetic_run(algorithm: str, seed: int, curve: dict[str, list[tuple[int, fl
 
 
 def test_report_reads_equal_steps_equal_epochs_and_best_from_the_same_runs(tmp_path):
-    """At B = 30,000 (the cpu scale): CSAC's final is its equal-steps and equal-epochs value; MTCSAC's evaluation
+    """At B = 40,000 (the cpu scale): CSAC's final is its equal-steps and equal-epochs value; MTCSAC's evaluation
     at step B is its equal-steps value and its final (2B) its equal-epochs value; the best is the maximum."""
     import report
 
     runs_dir = tmp_path / "results" / "cpu" / "runs"
     runs_dir.mkdir(parents=True)
     for seed in range(3):
-        csac_run = synthetic_run("csac", seed, {"walk": [(3000, 900.0 + seed), (30_000, 100.0 + seed)]})
-        mtcsac_run = synthetic_run("mtcsac", seed, {task: [(30_000, 200.0 + seed + offset), (60_000, 300.0 + seed + offset)]
+        csac_run = synthetic_run("csac", seed, {"walk": [(3000, 900.0 + seed), (40_000, 100.0 + seed)]})
+        mtcsac_run = synthetic_run("mtcsac", seed, {task: [(40_000, 200.0 + seed + offset), (80_000, 300.0 + seed + offset)]
                                                     for task, offset in (("walk", 0), ("run", 10))})
         for results in (csac_run, mtcsac_run):
             (runs_dir / f"{results['run_name'].split('/')[1]}.json").write_text(json.dumps(results))
@@ -260,15 +260,15 @@ def test_report_reads_equal_steps_equal_epochs_and_best_from_the_same_runs(tmp_p
     assert "P(MTCSAC > CSAC)" in table and (tmp_path / "results" / "cpu" / "intervals.png").stat().st_size > 0
 
     # a multi-task run without an evaluation at exactly step B cannot give the equal-steps reading
-    late = synthetic_run("mtcsac", 0, {task: [(30_065, 200.0), (60_000, 300.0)] for task in ("walk", "run")})
+    late = synthetic_run("mtcsac", 0, {task: [(40_065, 200.0), (80_000, 300.0)] for task in ("walk", "run")})
     (runs_dir / "mtcsac__medium__s0.json").write_text(json.dumps(late))
     result = run_script("scripts/report.py", "--scale", "cpu", "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
     assert result.returncode == 1 and result.stderr.count("\n") == 1
-    assert "cpu/mtcsac__medium__s0: no evaluation of walk at step 30000" in result.stderr
+    assert "cpu/mtcsac__medium__s0: no evaluation of walk at step 40000" in result.stderr
 
     # runs that read different versions of one data file are not one table
     (runs_dir / "mtcsac__medium__s0.json").write_text(json.dumps(synthetic_run(
-        "mtcsac", 0, {task: [(30_000, 200.0), (60_000, 300.0)] for task in ("walk", "run")}, data="b" * 64)))
+        "mtcsac", 0, {task: [(40_000, 200.0), (80_000, 300.0)] for task in ("walk", "run")}, data="b" * 64)))
     result = run_script("scripts/report.py", "--scale", "cpu", "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
     assert result.returncode == 1 and "the runs read different versions of walker_run_medium.npz (aaaaaaaaaaaa: " \
         "cpu/mtcsac__medium__s1, cpu/mtcsac__medium__s2; bbbbbbbbbbbb: cpu/mtcsac__medium__s0)" in result.stderr
