@@ -460,10 +460,13 @@ def run_grid(args: Args) -> None:
           flush=True)
     fault = emulated_bf16_fault(args) if todo else None
     if args.dry_run:
-        for run in todo:
-            print(" ".join(command(run, args)))
-        if fault:
-            print(f"note: not on this machine: {fault}")
+        try:
+            for run in todo:
+                print(" ".join(command(run, args)), flush=True)
+            if fault:
+                print(f"note: not on this machine: {fault}", flush=True)
+        except BrokenPipeError:  # `--dry-run | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return
     if fault:
         sys.exit(f"error: {fault}")

@@ -96,6 +96,20 @@ def test_the_grid_refuses_bf16_runs_on_a_cpu_that_only_emulates_bf16(tmp_path, m
     assert reproduce.emulated_bf16_fault(reproduce.Args(**{**vars(args), "gpus_per_run": 0.25})) is None
 
 
+def test_dry_run_into_a_pipe_closed_early_ends_without_a_traceback(tmp_path):
+    """`reproduce.py --dry-run | head -1`: the reader closes the pipe after one line; the grid stops quietly."""
+    import subprocess
+
+    command = [sys.executable, os.path.join(os.path.dirname(reproduce.__file__), "reproduce.py"), "--scale", "tiny",
+               "--dry-run", "--results-dir", str(tmp_path / "results"), "--workdir", str(tmp_path)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path) as process:
+        first = process.stdout.readline()
+        process.stdout.close()  # as head does after its line
+        error = process.stderr.read().decode()
+    assert b"runs in the tiny grid" in first
+    assert process.returncode == 0 and error == ""
+
+
 def test_a_run_made_on_other_data_is_not_counted(tiny_data_dir, tmp_path):
     """One table never mixes datasets: a committed results file counts only if its recorded sha256 of each data
     file matches today's file; otherwise the grid says why and redoes the run."""
