@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,24 @@ def tiny_data_dir(tmp_path_factory) -> str:
     directory = str(tmp_path_factory.mktemp("data"))
     save_tiny_datasets(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_grid(tiny_data_dir, tmp_path_factory):
+    """The whole tiny grid (4 algorithms x 2 datasets, seed 0: 12 runs), run once with the local launcher and
+    shared by the tests that read it (each process start costs seconds: torch, torch._dynamo, dm_control).
+    A test that changes its files works on a copy (copy_grid)."""
+    workdir = tmp_path_factory.mktemp("tiny_grid")
+    result = run_script("scripts/reproduce.py", "--scale", "tiny", "--seeds", "0", "--workers", "2", "--data-dir",
+                        tiny_data_dir, "--workdir", str(workdir), "--results-dir", str(workdir / "results"), cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir, result.stdout
+
+
+def copy_grid(grid_dir, destination) -> None:
+    """grid_dir's run folders and committed results, copied into destination (a test's own tmp_path)."""
+    for folder in ("runs", "results"):
+        shutil.copytree(os.path.join(grid_dir, folder), os.path.join(destination, folder), dirs_exist_ok=True)
 
 
 def save_tiny_datasets(directory: str) -> None:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, TINY_FLAGS, run_script
+from conftest import ROOT, TINY_FLAGS, copy_grid, run_script
 
 # One bc run: seconds.
 GRID = ["--scale", "tiny", "--seeds", "0", "--workers", "1", "--algorithms", "bc", "--datasets", "medium"]
@@ -34,10 +34,9 @@ def committed(tmp_path, name: str) -> dict:
 
 
 @pytest.fixture()
-def finished_grid(tiny_data_dir, tmp_path):
-    """The walk half of the one-dataset bc grid, finished once."""
-    result = run_grid(tiny_data_dir, tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
+def finished_grid(tiny_grid, tmp_path):
+    """The one-dataset bc grid, finished: the shared tiny grid's runs, copied into tmp_path."""
+    copy_grid(tiny_grid[0], tmp_path)
     return {name: committed(tmp_path, name) for name in (RUN, "bc__medium__run__s0")}
 
 
@@ -305,14 +304,14 @@ def runs_in(work) -> list[int]:
     return found
 
 
-def test_the_ray_launcher_survives_a_killed_run_and_a_sigterm(tiny_data_dir, tmp_path):
+def test_the_ray_launcher_survives_a_killed_run_and_a_sigterm(tiny_data_dir, tiny_grid, tmp_path):
+    """The grid's bc and csac medium runs as Ray tasks on a local Ray instance with 2 CPUs, through a SIGTERM to the
+    grid and a SIGKILL to a run: the same numbers as the local launcher's grid (tiny_grid)."""
     flags = ["--scale", "tiny", "--seeds", "0", "--workers", "2", "--algorithms", "bc", "csac", "--datasets", "medium",
              "--data-dir", tiny_data_dir]
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    done = run_script("scripts/reproduce.py", *flags, "--workdir", str(reference), "--results-dir",
-                      str(reference / "results"), cwd=reference)
-    assert done.returncode == 0, done.stdout + done.stderr
+    names = {f"{algorithm}__medium__{task}__s0" for algorithm in ("bc", "csac") for task in ("walk", "run")}
+    expected = {name: numbers for name, numbers in final_numbers(tiny_grid[0] / "results").items() if name in names}
+    assert set(expected) == names
 
     work = tmp_path / "ray"
     work.mkdir()
@@ -336,4 +335,4 @@ def test_the_ray_launcher_survives_a_killed_run_and_a_sigterm(tiny_data_dir, tmp
     assert "FAILED (killed by SIGKILL" in outputs[1]
     final = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stdout + final.stderr
-    assert final_numbers(work / "results") == final_numbers(reference / "results")
+    assert final_numbers(work / "results") == expected
