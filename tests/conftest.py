@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import multiprocessing
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -17,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "data"), os.path.join(ROOT, "scripts")]
 os.environ.setdefault("MUJOCO_GL", "disable")
 
+import preloaded  # noqa: E402
 from walker_data import KEYS, TASKS, WalkerEnv, save_dataset  # noqa: E402
 
 # The task flag each script takes: the single-task ones learn one task, the multi-task ones both.
@@ -63,7 +68,7 @@ def tiny_grid(tiny_data_dir, tmp_path_factory):
     A test that changes its files works on a copy (copy_grid)."""
     workdir = tmp_path_factory.mktemp("tiny_grid")
     result = run_script("scripts/reproduce.py", "--scale", "tiny", "--seeds", "0", "--workers", "2", "--data-dir",
-                        tiny_data_dir, "--workdir", str(workdir), "--results-dir", str(workdir / "results"), cwd=workdir)
+                        tiny_data_dir, "--workdir", str(workdir), "--results-dir", str(workdir / "results"), cwd=workdir, fresh=True)
     assert result.returncode == 0, result.stdout + result.stderr
     return workdir, result.stdout
 
@@ -96,7 +101,40 @@ def kill_at_first_checkpoint(script: str, *flags: str, checkpoint, cwd) -> None:
     process.wait()
 
 
-def run_script(script: str, *flags: str, cwd, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run one of the repository's scripts as a user would, from `cwd` (where runs/ is written)."""
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *flags], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+# A fresh `python script.py` spends ~6 s importing torch, torch._dynamo (the first Adam step imports it),
+# dm_control and tensorboard before its first line, and most tests start one or more. So run_script forks
+# each one from a server that has imported them once (multiprocessing's forkserver: a clean interpreter that
+# has run nothing else), with the argv, sys.path, working directory and environment of `python script.py`.
+# The tests of what a user's own fresh interpreter does (every script end to end, the same numbers from two
+# processes) pass fresh=True; the tests that kill or signal a run start it with subprocess.Popen.
+SERVER = multiprocessing.get_context("forkserver")
+SERVER.set_forkserver_preload(["preloaded", "torch", "torch._dynamo", "torch.utils.tensorboard", "dm_control.suite",
+                               "tyro", "tqdm"])
+
+
+@functools.cache
+def fresh_sys_path() -> list[str]:
+    """sys.path of a fresh interpreter after the script's own folder (pytest and conftest add theirs)."""
+    shown = subprocess.run([sys.executable, "-c", "import json, sys; print(json.dumps(sys.path[1:]))"],
+                           capture_output=True, text=True, check=True)
+    return json.loads(shown.stdout)
+
+
+def run_script(script: str, *flags: str, cwd, timeout: int = 600, fresh: bool = False) -> subprocess.CompletedProcess:
+    """Run one of the repository's scripts as a user would, from `cwd` (where runs/ is written): forked from the
+    preloaded server, or in a fresh interpreter where `fresh`."""
+    command = [sys.executable, os.path.join(ROOT, script), *flags]
+    if fresh:
+        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory() as captured:
+        stdout, stderr = os.path.join(captured, "stdout"), os.path.join(captured, "stderr")
+        child = SERVER.Process(target=preloaded.run_as_main, args=(command[1], list(flags), str(cwd), dict(os.environ),
+                                                                   fresh_sys_path(), stdout, stderr))
+        child.start()
+        child.join(timeout)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+            raise subprocess.TimeoutExpired(command, timeout)
+        with open(stdout) as out, open(stderr) as err:
+            return subprocess.CompletedProcess(command, child.exitcode, out.read(), err.read())

@@ -3,7 +3,6 @@ probes compute the gradients autograd computes."""
 
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 import torch.utils.cpp_extension
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import bench_update  # noqa: E402
@@ -46,9 +45,8 @@ def test_speed_up_is_the_median_of_paired_rounds():
     ("benchmarks/critic_ops.py", ["--chunks", "512", "0"], "--chunks 0 is outside its range [1, inf)"),
     ("scripts/determinism.py", ["--runs", "1"], "--runs 1 is outside its range [2, inf)"),
 ])
-def test_benchmark_and_check_flags_out_of_range_exit_with_one_line(script, flags, message):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *flags],
-                            capture_output=True, text=True, timeout=120)
+def test_benchmark_and_check_flags_out_of_range_exit_with_one_line(script, flags, message, tmp_path):
+    result = run_script(script, *flags, cwd=tmp_path, timeout=120)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [f"error: {message}"]
 

@@ -2,13 +2,9 @@
 reading of Table 1 takes a multi-task run of 2B steps at its evaluation at step B, so that evaluation must be
 what a B-step run would have shown, and a run killed after an evaluation within an epoch must resume exactly."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
-from conftest import ROOT, kill_at_first_checkpoint
+from conftest import kill_at_first_checkpoint, run_script
 from test_robustness import assert_same_run, final_returns
 
 import hcsac
@@ -48,8 +44,7 @@ def test_the_evaluation_at_step_b_of_a_longer_run_is_the_final_of_a_b_step_run(m
 def test_a_run_killed_after_an_evaluation_within_an_epoch_resumes_to_the_same_results(tiny_data_dir, tmp_path):
     flags = ["--data-dir", tiny_data_dir, "--relabel-every", "1", "--max-steps", "20", "--eval-every-steps", "5",
              *[f"--{name.replace('_', '-')}={value}" for name, value in TINY_NETWORK.items()]]
-    whole = subprocess.run([sys.executable, os.path.join(ROOT, "hcsac.py"), *flags, "--run-name", "whole"],
-                           cwd=tmp_path, capture_output=True, text=True)
+    whole = run_script("hcsac.py", *flags, "--run-name", "whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
     _, whole_results = final_returns(tmp_path / "runs" / "whole")
 
@@ -58,8 +53,7 @@ def test_a_run_killed_after_an_evaluation_within_an_epoch_resumes_to_the_same_re
     saved = torch.load(checkpoint, weights_only=False)
     assert saved["global_step"] < 20 and saved["global_step"] % 5 == 0, "the run finished before it could be killed"
     assert "resume_at" in saved  # an evaluation's checkpoint within an epoch: that epoch's batch order
-    resumed = subprocess.run([sys.executable, os.path.join(ROOT, "hcsac.py"), "--resume", "runs/killed"],
-                             cwd=tmp_path, capture_output=True, text=True)
+    resumed = run_script("hcsac.py", "--resume", "runs/killed", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(tmp_path / "runs" / "killed", whole_results)
     _, results = final_returns(tmp_path / "runs" / "killed")
@@ -72,8 +66,7 @@ def test_a_finished_step_budget_resumed_from_its_final_checkpoint_trains_no_furt
     flags = ["--data-dir", tiny_data_dir, "--max-steps", "10", "--eval-every-steps", "5",
              *[f"--{name.replace('_', '-')}={value}" for name, value in TINY_NETWORK.items()]]
     for command in ([*flags, "--run-name", "r"], ["--resume", "runs/r"]):
-        result = subprocess.run([sys.executable, os.path.join(ROOT, "mtcsac.py"), *command], cwd=tmp_path,
-                                capture_output=True, text=True)
+        result = run_script("mtcsac.py", *command, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         if command[0] != "--resume":
             _, finished = final_returns(tmp_path / "runs" / "r")

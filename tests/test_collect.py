@@ -30,8 +30,8 @@ REACHABLE = ["--medium-target", "0", "--total-timesteps", "6000"]
 COLLECTOR = os.path.join(ROOT, "data", "collect_td3.py")
 
 
-def collect(tmp_path, *flags: str) -> subprocess.CompletedProcess:
-    return run_script("data/collect_td3.py", *TINY, "--out-dir", "out", *flags, cwd=tmp_path)
+def collect(tmp_path, *flags: str, fresh: bool = False) -> subprocess.CompletedProcess:
+    return run_script("data/collect_td3.py", *TINY, "--out-dir", "out", *flags, cwd=tmp_path, fresh=fresh)
 
 
 def read_log(path) -> list[dict]:
@@ -49,7 +49,7 @@ def test_find_window_on_known_returns():
 
 
 def test_collector_writes_two_disjoint_windows_of_the_training_run(tmp_path):
-    result = collect(tmp_path, *REACHABLE)
+    result = collect(tmp_path, *REACHABLE, fresh=True)
     assert result.returncode == 0, result.stderr
     log = read_log(tmp_path / "out" / "walker_run_training_returns.csv")
     assert [row["episode"] for row in log] == [0, 1, 2, 3]  # stopped as soon as the medium window existed

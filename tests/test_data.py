@@ -88,7 +88,7 @@ def test_converter_recomputes_both_rewards(tmp_path):
     src = tmp_path / "walker_run-td3-medium" / "data"
     src.mkdir(parents=True)
     written = [write_utds_episode(src / f"episode_{i:06d}_1000.npz", "run", seed=i) for i in range(2)]
-    result = run_script("data/convert_utds.py", "--src", str(src), cwd=tmp_path)
+    result = run_script("data/convert_utds.py", "--src", str(src), cwd=tmp_path, fresh=True)
     assert result.returncode == 0, result.stderr
     data = load_dataset(str(tmp_path / "data" / "walker_run_medium.npz"), "run")  # task and quality from the path
     check_dataset(data, "run")

@@ -20,7 +20,7 @@ def test_grid_and_report(tiny_grid, tiny_data_dir, tmp_path):
     results = tmp_path / "results"
     assert len(os.listdir(results / "tiny" / "runs")) == 12  # each finished run copied, ready to commit
 
-    result = run_script("scripts/report.py", "--scale", "tiny", "--results-dir", str(results), cwd=tmp_path)
+    result = run_script("scripts/report.py", "--scale", "tiny", "--results-dir", str(results), cwd=tmp_path, fresh=True)
     assert result.returncode == 0, result.stdout + result.stderr
     table = (results / "tiny" / "table1.md").read_text()
     ours = table.split("## The seed report")[0]
