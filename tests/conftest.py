@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -93,12 +92,11 @@ def checkpoint_networks(run_dir) -> dict:
 
 def kill_at_first_checkpoint(script: str, *flags: str, checkpoint, cwd) -> None:
     """Start one of the scripts and SIGKILL it as soon as `checkpoint` exists (or let it end first)."""
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *flags], cwd=cwd,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not checkpoint.exists() and process.poll() is None:
+    process = start_script(script, *flags, cwd=cwd)
+    while not checkpoint.exists() and process.is_alive():
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.kill()
+    process.join()
 
 
 # A fresh `python script.py` spends ~6 s importing torch, torch._dynamo (the first Adam step imports it),
@@ -106,7 +104,7 @@ def kill_at_first_checkpoint(script: str, *flags: str, checkpoint, cwd) -> None:
 # each one from a server that has imported them once (multiprocessing's forkserver: a clean interpreter that
 # has run nothing else), with the argv, sys.path, working directory and environment of `python script.py`.
 # The tests of what a user's own fresh interpreter does (every script end to end, the same numbers from two
-# processes) pass fresh=True; the tests that kill or signal a run start it with subprocess.Popen.
+# processes) pass fresh=True.
 SERVER = multiprocessing.get_context("forkserver")
 SERVER.set_forkserver_preload(["preloaded", "torch", "torch._dynamo", "torch.utils.tensorboard", "dm_control.suite",
                                "tyro", "tqdm"])
@@ -128,9 +126,7 @@ def run_script(script: str, *flags: str, cwd, timeout: int = 600, fresh: bool = 
         return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     with tempfile.TemporaryDirectory() as captured:
         stdout, stderr = os.path.join(captured, "stdout"), os.path.join(captured, "stderr")
-        child = SERVER.Process(target=preloaded.run_as_main, args=(command[1], list(flags), str(cwd), dict(os.environ),
-                                                                   fresh_sys_path(), stdout, stderr))
-        child.start()
+        child = start_script(script, *flags, cwd=cwd, stdout=stdout, stderr=stderr)
         child.join(timeout)
         if child.exitcode is None:
             child.kill()
@@ -138,3 +134,13 @@ def run_script(script: str, *flags: str, cwd, timeout: int = 600, fresh: bool = 
             raise subprocess.TimeoutExpired(command, timeout)
         with open(stdout) as out, open(stderr) as err:
             return subprocess.CompletedProcess(command, child.exitcode, out.read(), err.read())
+
+
+def start_script(script: str, *flags: str, cwd, stdout=os.devnull, stderr=os.devnull) -> multiprocessing.Process:
+    """One of the scripts forked from the preloaded server as run_script does, not waited for (a test that signals
+    it: .kill() is SIGKILL, .terminate() SIGTERM, .join() waits, .exitcode is its status); output to the files."""
+    child = SERVER.Process(target=preloaded.run_as_main, args=(os.path.join(ROOT, script), list(flags), str(cwd),
+                                                               dict(os.environ), fresh_sys_path(), str(stdout),
+                                                               str(stderr)))
+    child.start()
+    return child

@@ -8,13 +8,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import run_script, start_script
 from test_data import check_dataset
 
 from collect_td3 import best_window, find_window
@@ -27,7 +26,6 @@ TINY = ["--task", "run", "--window-episodes", "2", "--hidden-dim", "32", "--batc
         "--checkpoint-every", "1000", "--medium-replay-target", "0"]
 # Both targets 0: the windows are episodes 0-1 and 2-3, so a whole run ends at env step 4000.
 REACHABLE = ["--medium-target", "0", "--total-timesteps", "6000"]
-COLLECTOR = os.path.join(ROOT, "data", "collect_td3.py")
 
 
 def collect(tmp_path, *flags: str, fresh: bool = False) -> subprocess.CompletedProcess:
@@ -109,16 +107,16 @@ def assert_same_state(a: dict, b: dict, path: str = "") -> None:
 def start_and_interrupt(tmp_path, sig: int, flags: list[str]) -> int:
     """Start a collection and send `sig` once its first checkpoint exists; returns the exit code."""
     checkpoint = tmp_path / "runs" / "collect_td3" / "walker_run_seed0.pt"
-    process = subprocess.Popen([sys.executable, COLLECTOR, *TINY, "--out-dir", "out", *flags], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = tmp_path / "collect.err"
+    process = start_script("data/collect_td3.py", *TINY, "--out-dir", "out", *flags, cwd=tmp_path, stderr=stderr)
     deadline = time.time() + 120
-    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+    while not checkpoint.exists() and process.is_alive() and time.time() < deadline:
         time.sleep(0.05)
-    assert process.poll() is None, f"the collection ended before its first checkpoint: {process.stderr.read()}"
-    process.send_signal(sig)
-    process.wait(timeout=120)
+    assert process.is_alive(), f"the collection ended before its first checkpoint: {stderr.read_text()}"
+    os.kill(process.pid, sig)
+    process.join(timeout=120)
     assert not (tmp_path / "out" / "walker_run_medium.npz").exists()  # interrupted before the end
-    return process.returncode
+    return process.exitcode
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import (ROOT, TASK_FLAGS, TINY_FLAGS, checkpoint_networks, kill_at_first_checkpoint, random_rollouts,
-                      run_script)
+                      run_script, start_script)
 
 import csac
 
@@ -46,14 +45,14 @@ def test_killed_or_preempted_run_resumes_to_the_same_results(script, tiny_data_d
 
     # SIGTERM (preemption): the run checkpoints after the current gradient step, mid-epoch, and exits with 75.
     checkpoint = tmp_path / "runs" / "stopped" / "checkpoint.pt"
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *flags, "--run-name", "stopped"],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while not checkpoint.exists() and process.poll() is None:
+    process = start_script(script, *flags, "--run-name", "stopped", cwd=tmp_path, stderr=tmp_path / "stopped.err")
+    while not checkpoint.exists() and process.is_alive():
         time.sleep(0.02)
     first_step = torch.load(checkpoint, weights_only=False)["global_step"]
-    process.send_signal(signal.SIGTERM)
-    stderr = process.communicate()[1]
-    assert process.returncode == 75, stderr
+    process.terminate()  # SIGTERM
+    process.join()
+    stderr = (tmp_path / "stopped.err").read_text()
+    assert process.exitcode == 75, stderr
     assert "stopped: SIGTERM after gradient step" in stderr and "--resume runs/stopped" in stderr
     saved = torch.load(checkpoint, weights_only=False)
     assert saved["global_step"] > first_step and "resume_at" in saved  # a fresh checkpoint, taken mid-epoch
