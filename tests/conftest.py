@@ -67,7 +67,8 @@ def tiny_grid(tiny_data_dir, tmp_path_factory):
     A test that changes its files works on a copy (copy_grid)."""
     workdir = tmp_path_factory.mktemp("tiny_grid")
     result = run_script("scripts/reproduce.py", "--scale", "tiny", "--seeds", "0", "--workers", "2", "--data-dir",
-                        tiny_data_dir, "--workdir", str(workdir), "--results-dir", str(workdir / "results"), cwd=workdir, fresh=True)
+                        tiny_data_dir, "--workdir", str(workdir), "--results-dir", str(workdir / "results"),
+                        cwd=workdir, fresh=True)
     assert result.returncode == 0, result.stdout + result.stderr
     return workdir, result.stdout
 
