@@ -49,6 +49,7 @@ def test_find_window_on_known_returns():
 def test_collector_writes_two_disjoint_windows_of_the_training_run(tmp_path):
     result = collect(tmp_path, *REACHABLE, fresh=True)
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # a fresh interpreter prints nothing else (the other tests' runs are forked)
     log = read_log(tmp_path / "out" / "walker_run_training_returns.csv")
     assert [row["episode"] for row in log] == [0, 1, 2, 3]  # stopped as soon as the medium window existed
     assert [row["env_step"] for row in log] == [1000, 2000, 3000, 4000]

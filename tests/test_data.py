@@ -90,6 +90,7 @@ def test_converter_recomputes_both_rewards(tmp_path):
     written = [write_utds_episode(src / f"episode_{i:06d}_1000.npz", "run", seed=i) for i in range(2)]
     result = run_script("data/convert_utds.py", "--src", str(src), cwd=tmp_path, fresh=True)
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # a fresh interpreter prints nothing else (the other tests' runs are forked)
     data = load_dataset(str(tmp_path / "data" / "walker_run_medium.npz"), "run")  # task and quality from the path
     check_dataset(data, "run")
     first = written[0]["episode"]

@@ -22,6 +22,7 @@ def test_grid_and_report(tiny_grid, tiny_data_dir, tmp_path):
 
     result = run_script("scripts/report.py", "--scale", "tiny", "--results-dir", str(results), cwd=tmp_path, fresh=True)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""  # a fresh interpreter prints nothing else (the other tests' runs are forked)
     table = (results / "tiny" / "table1.md").read_text()
     ours = table.split("## The seed report")[0]
     rows = [line for line in ours.splitlines() if line.startswith("| medium")]
