@@ -13,6 +13,14 @@ import numpy as np
 
 CONFIDENCE = 0.95
 REPS = 10_000  # bootstrap resamples; with the fixed seed below, a table is remade to the same digits
+# A resample of one run is that run again, so its interval would have zero width: certainty from a single seed.
+MIN_RUNS = 2
+
+
+def check_enough_runs(groups: Sequence[Sequence[float]]) -> None:
+    if min(len(group) for group in groups) < MIN_RUNS:
+        raise ValueError(f"a bootstrap interval needs at least {MIN_RUNS} runs in every group, "
+                         f"got {[len(group) for group in groups]}")
 
 
 def iqm(scores: np.ndarray) -> np.ndarray:
@@ -35,6 +43,7 @@ def stratified_bootstrap_ci(strata: Sequence[np.ndarray], statistic: Callable[[n
                             reps: int = REPS, confidence: float = CONFIDENCE, seed: int = 0) -> tuple[float, float]:
     """Percentile interval of `statistic` over the pooled runs of all strata (tasks), each resample drawing every
     stratum's runs with replacement and apart from the others, so that each task keeps its number of runs."""
+    check_enough_runs(strata)
     rng = np.random.default_rng(seed)
     resampled = [np.asarray(s, float)[rng.integers(0, len(s), size=(reps, len(s)))] for s in strata]
     values = statistic(np.concatenate(resampled, axis=-1))
@@ -45,6 +54,7 @@ def stratified_bootstrap_ci(strata: Sequence[np.ndarray], statistic: Callable[[n
 def improvement_ci(x: Sequence[float], y: Sequence[float], reps: int = REPS, confidence: float = CONFIDENCE,
                    seed: int = 0) -> tuple[float, float]:
     """Percentile interval of P(X > Y), the runs of X and of Y resampled with replacement, each apart."""
+    check_enough_runs([x, y])
     rng = np.random.default_rng(seed)
     x, y = np.asarray(x, float), np.asarray(y, float)
     values = probability_of_improvement(x[rng.integers(0, len(x), size=(reps, len(x)))],

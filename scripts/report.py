@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tyro  # noqa: E402
 
-from intervals import improvement_ci, iqm, probability_of_improvement, stratified_bootstrap_ci  # noqa: E402
+from intervals import MIN_RUNS, improvement_ci, iqm, probability_of_improvement, stratified_bootstrap_ci  # noqa: E402
 from reproduce import ALGORITHMS, DATASETS, ROOT, SCALES, SINGLE_TASK, TASKS  # noqa: E402
 from walker_data import atomic_write_bytes  # noqa: E402  (reproduce put data/ on the path)
 
@@ -135,17 +135,21 @@ def cell_values(runs: list[dict], name: str = "final", budget_steps: int | None 
     return cells
 
 
-def interval_estimates(cells: dict) -> dict[tuple[str, str], tuple[float, float, float, int]]:
-    """(dataset, algorithm) -> IQM over all runs x tasks, its 95% stratified bootstrap interval (tasks the strata),
-    and the number of scores; raw returns pooled over the two tasks, as the report's average row pools them."""
+def interval_estimates(cells: dict) -> dict[tuple[str, str], tuple[float, float | None, float | None, int]]:
+    """(dataset, algorithm) -> IQM over all runs x tasks, its 95% stratified bootstrap interval (tasks the strata;
+    None, None where a task has fewer than MIN_RUNS runs) and the fewest runs of a task; raw returns pooled over
+    the two tasks, as the report's average row pools them."""
     out = {}
     for dataset in DATASETS:
         for algorithm in ALGORITHMS:
             strata = [np.array(cells[(dataset, task, algorithm)]) for task in TASKS if cells.get((dataset, task, algorithm))]
             if len(strata) == len(TASKS):
-                pooled = np.concatenate(strata)
-                out[(dataset, algorithm)] = (float(iqm(pooled)), *stratified_bootstrap_ci(strata, iqm), len(pooled))
+                fewest = min(len(stratum) for stratum in strata)
+                interval = stratified_bootstrap_ci(strata, iqm) if fewest >= MIN_RUNS else (None, None)
+                out[(dataset, algorithm)] = (float(iqm(np.concatenate(strata))), *interval, fewest)
     return out
+
+
 
 
 COMPARISONS = (("mtcsac", "csac"), ("hcsac", "mtcsac"))  # the report's claims: the multi-task agents above CSAC,
@@ -164,9 +168,12 @@ def improvement_rows(cells: dict) -> list[str]:
                 if not xs or not ys:
                     texts.append("–")
                     continue
+                value = f"{float(probability_of_improvement(np.array(xs), np.array(ys))):.2f}"
+                if min(len(xs), len(ys)) < MIN_RUNS:
+                    texts.append(f"{value} ({len(xs)} vs {len(ys)} runs: no interval)")
+                    continue
                 low, high = improvement_ci(xs, ys)
-                texts.append(f"{float(probability_of_improvement(np.array(xs), np.array(ys))):.2f} "
-                             f"[{low:.2f}, {high:.2f}]")
+                texts.append(f"{value} [{low:.2f}, {high:.2f}]")
             lines.append(f"| {dataset} | {task} | " + " | ".join(texts) + " |")
     return lines
 
@@ -181,8 +188,9 @@ def iqm_rows(estimates_by_reading: dict[str, dict]) -> list[str]:
                 if (dataset, algorithm) not in estimates:
                     texts.append("–")
                     continue
-                value, low, high, _ = estimates[(dataset, algorithm)]
-                texts.append(f"{value:.1f} [{low:.1f}, {high:.1f}]")
+                value, low, high, fewest = estimates[(dataset, algorithm)]
+                texts.append(f"{value:.1f} [{low:.1f}, {high:.1f}]" if low is not None
+                             else f"{value:.1f} ({fewest} run per task: no interval)")
             lines.append(f"| {name} | {dataset} | " + " | ".join(texts) + " |")
     return lines
 
@@ -305,11 +313,12 @@ def plot_intervals(estimates_by_reading: dict[str, dict], path: str, title: str)
                     continue
                 value, low, high, _ = estimates[(dataset, algorithm)]
                 y = a + 0.2 * (r - (len(estimates_by_reading) - 1) / 2)
-                ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt=markers[r % len(markers)],
+                error = None if low is None else [[value - low], [high - value]]  # a point alone: no interval
+                ax.errorbar(value, y, xerr=error, fmt=markers[r % len(markers)],
                             color=COLORS[algorithm], capsize=3, label=name if a == 0 else None, mfc="white" if r else None)
         ax.set_yticks(range(len(ALGORITHMS)), [LABELS[a] for a in ALGORITHMS])
-        ax.invert_yaxis()
-        ax.set_xlabel("IQM of evaluation return over runs x tasks, 95% CI")
+        ax.set_ylim(len(ALGORITHMS) - 0.5, -0.5)  # every algorithm's row, top to bottom, even where it has no runs
+        ax.set_xlabel("IQM of evaluation return over runs x tasks; bar: 95% CI (none from 1 run per task)", fontsize=8)
         ax.set_title(dataset)
         ax.grid(alpha=0.3, axis="x")
         if ax.get_legend_handles_labels()[0]:
@@ -360,7 +369,8 @@ def main(args: Args) -> None:
               "IQM (interquartile mean) of all runs x tasks of each algorithm and dataset, with its 95% stratified "
               "bootstrap interval (runs resampled within each task, 10,000 resamples, seeded; Agarwal et al., "
               "NeurIPS 2021); raw returns pooled over walk and run as the report's average row pools them, so the "
-              "interval reflects both tasks' seeds. `intervals.png` plots them.", "",
+              f"interval reflects both tasks' seeds; none where a task has fewer than {MIN_RUNS} runs (a resample of one "
+              f"run is that run: a zero-width interval). `intervals.png` plots them.", "",
               *iqm_rows(estimates), ""]
     for name in readings[:-1]:  # the best checkpoint is not a reading to test claims with
         lines += [f"Probability of improvement, {name}: P(X > Y) for a random run of X and one of Y on the task (ties "

@@ -34,3 +34,10 @@ def test_bootstrap_intervals_on_known_distributions():
     assert (low, high) == stratified_bootstrap_ci([np.array([300.0, 310.0, 320.0]), np.array([900.0, 950.0, 1000.0])], iqm)
     assert improvement_ci([3.0, 4.0, 5.0], [0.0, 1.0, 2.0]) == (1.0, 1.0)  # every resample: X above Y
     assert improvement_ci([1.0, 2.0], [1.0, 2.0]) == (0.0, 1.0)
+
+
+def test_one_run_gives_no_interval_not_a_zero_width_one():
+    with pytest.raises(ValueError, match="at least 2 runs in every group, got \\[2, 1\\]"):
+        stratified_bootstrap_ci([np.array([1.0, 2.0]), np.array([3.0])], iqm)
+    with pytest.raises(ValueError, match="got \\[1, 3\\]"):
+        improvement_ci([1.0], [0.0, 1.0, 2.0])

@@ -162,6 +162,23 @@ def test_report_marks_missing_runs(tiny_grid, tmp_path):
     assert replay.count("–") == 4
 
 
+def test_report_writes_no_interval_from_one_run_per_task():
+    """One seed: the IQM and P(X > Y) as point values, marked as having no interval (a bootstrap of one run is
+    that run again, a zero-width interval); two seeds: intervals."""
+    import report
+
+    one = {("medium", "walk", "csac"): [100.0], ("medium", "run", "csac"): [50.0],
+           ("medium", "walk", "mtcsac"): [120.0, 80.0], ("medium", "run", "mtcsac"): [60.0, 70.0]}
+    estimates = report.interval_estimates(one)
+    assert estimates[("medium", "csac")] == (75.0, None, None, 1)
+    value, low, high, fewest = estimates[("medium", "mtcsac")]
+    assert (value, fewest) == (75.0, 2) and low <= value <= high and low < high
+    row = next(line for line in report.iqm_rows({"equal steps": estimates}) if "| medium |" in line)
+    assert "| 75.0 (1 run per task: no interval) | 75.0 [" in row
+    walk = next(line for line in report.improvement_rows(one) if line.startswith("| medium | walk"))
+    assert "| 0.50 (2 vs 1 runs: no interval) |" in walk  # MTCSAC's 120 and 80 against CSAC's 100
+
+
 def test_preempted_runs_are_resumed_later_not_failed(tmp_path, monkeypatch, capsys):
     """A run that exits with 75 (SIGTERM or Ctrl-C, checkpoint written) is reported as 'to resume' and the grid
     exits with 75 too, so that a scheduler requeues it."""
