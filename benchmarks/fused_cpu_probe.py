@@ -1,4 +1,5 @@
-"""Would compiled CPU kernels reach issue 10's 2x? A probe for that decision; the scripts do not use it.
+"""Would compiled CPU kernels reach issue 10's 2x? A measurement only: the scripts stay eager PyTorch (decided;
+the 2x target is retired), so nothing here is used by them.
 
 Eager PyTorch makes one pass over the critics' largest activations (31 x batch rows x hidden, bf16) per op. Two
 C++ loops here, built at first use by torch.utils.cpp_extension.load_inline (needs g++ and ninja; about 30 s),
