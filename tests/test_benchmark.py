@@ -3,6 +3,7 @@ probes compute the gradients autograd computes."""
 
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -49,6 +50,16 @@ def test_benchmark_and_check_flags_out_of_range_exit_with_one_line(script, flags
     result = run_script(script, *flags, cwd=tmp_path, timeout=120)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [f"error: {message}"]
+
+
+def test_benchmark_and_check_scripts_import_without_warnings():
+    """The tests above fork these scripts from a server that has imported torch and the rest already, so a warning
+    printed at import would not show there: one fresh interpreter imports all four."""
+    code = ("import sys; sys.path[:0] = [{!r}, {!r}, {!r}]; "
+            "import bench_update, critic_ops, fused_cpu_probe, determinism").format(
+        os.path.join(ROOT, "benchmarks"), os.path.join(ROOT, "scripts"), ROOT)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
 @pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="oneDNN bf16 not on this CPU")
