@@ -17,8 +17,13 @@ REPS = 10_000  # bootstrap resamples; with the fixed seed below, a table is rema
 MIN_RUNS = 2
 
 
+def enough_runs(groups: Sequence[Sequence[float]]) -> bool:
+    """Whether every group (task, or algorithm) has the MIN_RUNS runs a bootstrap interval needs."""
+    return min(len(group) for group in groups) >= MIN_RUNS
+
+
 def check_enough_runs(groups: Sequence[Sequence[float]]) -> None:
-    if min(len(group) for group in groups) < MIN_RUNS:
+    if not enough_runs(groups):
         raise ValueError(f"a bootstrap interval needs at least {MIN_RUNS} runs in every group, "
                          f"got {[len(group) for group in groups]}")
 

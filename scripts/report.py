@@ -30,7 +30,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tyro  # noqa: E402
 
-from intervals import MIN_RUNS, improvement_ci, iqm, probability_of_improvement, stratified_bootstrap_ci  # noqa: E402
+from intervals import (MIN_RUNS, enough_runs, improvement_ci, iqm, probability_of_improvement,  # noqa: E402
+                       stratified_bootstrap_ci)
 from reproduce import ALGORITHMS, DATASETS, ROOT, SCALES, SINGLE_TASK, TASKS  # noqa: E402
 from walker_data import atomic_write_bytes  # noqa: E402  (reproduce put data/ on the path)
 
@@ -144,12 +145,10 @@ def interval_estimates(cells: dict) -> dict[tuple[str, str], tuple[float, float 
         for algorithm in ALGORITHMS:
             strata = [np.array(cells[(dataset, task, algorithm)]) for task in TASKS if cells.get((dataset, task, algorithm))]
             if len(strata) == len(TASKS):
-                fewest = min(len(stratum) for stratum in strata)
-                interval = stratified_bootstrap_ci(strata, iqm) if fewest >= MIN_RUNS else (None, None)
-                out[(dataset, algorithm)] = (float(iqm(np.concatenate(strata))), *interval, fewest)
+                interval = stratified_bootstrap_ci(strata, iqm) if enough_runs(strata) else (None, None)
+                out[(dataset, algorithm)] = (float(iqm(np.concatenate(strata))), *interval,
+                                             min(len(stratum) for stratum in strata))
     return out
-
-
 
 
 COMPARISONS = (("mtcsac", "csac"), ("hcsac", "mtcsac"))  # the report's claims: the multi-task agents above CSAC,
@@ -169,7 +168,7 @@ def improvement_rows(cells: dict) -> list[str]:
                     texts.append("–")
                     continue
                 value = f"{float(probability_of_improvement(np.array(xs), np.array(ys))):.2f}"
-                if min(len(xs), len(ys)) < MIN_RUNS:
+                if not enough_runs([xs, ys]):
                     texts.append(f"{value} ({len(xs)} vs {len(ys)} runs: no interval)")
                     continue
                 low, high = improvement_ci(xs, ys)
