@@ -381,12 +381,14 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
 
     history = {task: [] for task in tasks}  # every evaluation: epoch, step, training seconds, returns
     code = [code_version()]  # one entry per process that trained this run (a resumed run has several)
+    cpus = [cpu_description()]  # the same, for the machine each process ran on
     first_epoch, global_step, train_seconds, elapsed_before, resume_at = 1, 0, 0.0, 0.0, None
     if checkpoint is not None:  # --resume: continue exactly where the checkpoint left off
         learner.load_state_dict(checkpoint["learner"])
         first_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
         history, train_seconds, elapsed_before = checkpoint["history"], checkpoint["train_seconds"], checkpoint["elapsed"]
         code = checkpoint.get("code", []) + code
+        cpus = checkpoint.get("cpus", []) + cpus
         set_rng_states(checkpoint["rng"])
         resume_at = checkpoint.get("resume_at")  # where a signal stopped the run mid-epoch
         check_same_data(run_dir, checkpoint.get("data", data_digests), data_digests)
@@ -411,7 +413,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         """Everything --resume needs to continue exactly."""
         return {"algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": completed_epoch,
                 "global_step": global_step, "history": history, "train_seconds": train_seconds,
-                "elapsed": time.time() - start, "rng": rng_states(), "code": code, "data": data_digests}
+                "elapsed": time.time() - start, "rng": rng_states(), "code": code, "cpus": cpus, "data": data_digests}
 
     def evaluate_and_checkpoint(epoch: int, position: dict | None = None) -> None:
         """Evaluate every task (history and logs), then checkpoint: after `epoch`, or within it at `position`
@@ -477,7 +479,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
     preemption.release()
     results = {"algorithm": ALGORITHM, "args": asdict(args), "run_name": run_name,
                "gradient_steps": global_step, "wall_time_s": time.time() - start, "device": str(device),
-               "precision": "bf16" if args.bf16 else "fp32", "cpu": cpu_description(),
+               "precision": "bf16" if args.bf16 else "fp32", "cpus": cpus,
                "code": code, "versions": package_versions(), "data": data_digests,
                "tasks": {task: summarize(history[task]) for task in tasks}}
     write_json(os.path.join(run_dir, "results.json"), results)
@@ -492,9 +494,11 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
 # Machinery, not the algorithm: checkpoints and resume, the run's bookkeeping, progress,
 # per-step metrics (means, non-finite guard), CPU memory, video, evaluation only.
 # ======================================================================================================
-RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model", "compile", "log_every"}  # may differ on --resume
+# may differ on --resume (data_dir too: a resume checks the data files themselves by their sha256)
+RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model", "compile", "log_every",
+                     "data_dir"}
 EVAL_ONLY_CHANGES = RESUMABLE_CHANGES | {"eval_only", "checkpoint", "eval_episodes", "seed", "capture_video",
-                                         "data_dir", "eval_every", "bf16", "compile", "exp_name",
+                                         "eval_every", "bf16", "compile", "exp_name",
                                          "scale"}
 
 

@@ -659,6 +659,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
 
     history = {task: [] for task in tasks}  # every evaluation: epoch, step, training seconds, returns
     code = [code_version()]  # one entry per process that trained this run (a resumed run has several)
+    cpus = [cpu_description()]  # the same, for the machine each process ran on
     relabel_log = []
     first_epoch, global_step, train_seconds, elapsed_before, resume_at = 1, 0, 0.0, 0.0, None
     if checkpoint is not None:  # --resume: continue exactly where the checkpoint left off
@@ -666,6 +667,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         first_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
         history, train_seconds, elapsed_before = checkpoint["history"], checkpoint["train_seconds"], checkpoint["elapsed"]
         code = checkpoint.get("code", []) + code
+        cpus = checkpoint.get("cpus", []) + cpus
         set_rng_states(checkpoint["rng"])
         resume_at = checkpoint.get("resume_at")  # where a signal stopped the run mid-epoch
         check_same_data(run_dir, checkpoint.get("data", data_digests), data_digests)
@@ -695,8 +697,8 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         """Everything --resume needs to continue exactly."""
         return {"algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": completed_epoch,
                 "global_step": global_step, "history": history, "train_seconds": train_seconds,
-                "elapsed": time.time() - start, "rng": rng_states(), "code": code, "relabel_log": relabel_log,
-                "d_star_rows": data["rows"].cpu(), "d_star_task_ids": data["task_ids"].cpu(),
+                "elapsed": time.time() - start, "rng": rng_states(), "code": code, "cpus": cpus,
+                "relabel_log": relabel_log, "d_star_rows": data["rows"].cpu(), "d_star_task_ids": data["task_ids"].cpu(),
                 "data": data_digests}
 
     def evaluate_and_checkpoint(epoch: int, position: dict | None = None) -> None:
@@ -772,7 +774,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
     preemption.release()
     results = {"algorithm": ALGORITHM, "args": asdict(args), "run_name": run_name,
                "gradient_steps": global_step, "wall_time_s": time.time() - start, "device": str(device),
-               "precision": "bf16" if args.bf16 else "fp32", "cpu": cpu_description(),
+               "precision": "bf16" if args.bf16 else "fp32", "cpus": cpus,
                "code": code, "versions": package_versions(), "data": data_digests, "relabel": relabel_log,
                "tasks": {task: summarize(history[task]) for task in tasks}}
     write_json(os.path.join(run_dir, "results.json"), results)
@@ -787,9 +789,11 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
 # Machinery, not the algorithm: checkpoints and resume, the run's bookkeeping, progress,
 # per-step metrics (means, non-finite guard), CPU speed (memory, fused layers), video, evaluation only.
 # ======================================================================================================
-RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model", "compile", "log_every"}  # may differ on --resume
+# may differ on --resume (data_dir too: a resume checks the data files themselves by their sha256)
+RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model", "compile", "log_every",
+                     "data_dir"}
 EVAL_ONLY_CHANGES = RESUMABLE_CHANGES | {"eval_only", "checkpoint", "eval_episodes", "seed", "capture_video",
-                                         "data_dir", "eval_every", "bf16", "compile", "exp_name",
+                                         "eval_every", "bf16", "compile", "exp_name",
                                          "scale"}
 
 

@@ -145,7 +145,8 @@ def command(run: Run, args: Args) -> list[str]:
     run_dir = os.path.join("runs", args.scale, run.name)
     script = [sys.executable, os.path.join(ROOT, f"{run.algorithm}.py")]
     if os.path.isfile(os.path.join(args.workdir, run_dir, "checkpoint.pt")):
-        return script + ["--resume", run_dir]  # killed earlier: continue from its checkpoint
+        # killed earlier: continue from its checkpoint, on this grid's data folder (the run checks the files' sha256)
+        return script + ["--resume", run_dir, "--data-dir", args.data_dir]
     task = ["--task", run.task] if run.task else []
     return script + ["--dataset", run.dataset, *task, "--seed", str(run.seed), "--data-dir", args.data_dir,
                      "--run-name", f"{args.scale}/{run.name}", *scale_flags(args.scale, run)]

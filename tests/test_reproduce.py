@@ -71,6 +71,17 @@ def test_cpu_scale_is_the_scripts_own_definition_with_twice_the_steps_for_the_mu
         assert command[-5:] == ["--scale", "cpu", "--max-steps", str(steps), "--bf16"] and "--hidden-dim" not in command
 
 
+def test_a_run_with_a_checkpoint_is_resumed_on_the_grids_data_folder(tmp_path):
+    """A checkpoint keeps the data folder of the checkout that made it; the grid passes its own (the run checks the
+    files' sha256), so a parked run resumes from a checkout at another path."""
+    run = reproduce.Run("csac", "medium", 0, "walk")
+    args = reproduce.Args(scale="cpu", workdir=str(tmp_path), data_dir=str(tmp_path / "data"))
+    (tmp_path / "runs" / "cpu" / run.name).mkdir(parents=True)
+    (tmp_path / "runs" / "cpu" / run.name / "checkpoint.pt").write_bytes(b"")
+    assert reproduce.command(run, args)[1:] == [os.path.join(reproduce.ROOT, "csac.py"), "--resume",
+                                                os.path.join("runs", "cpu", run.name), "--data-dir", args.data_dir]
+
+
 def test_the_grid_refuses_bf16_runs_on_a_cpu_that_only_emulates_bf16(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(reproduce, "native_cpu_bf16", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -247,7 +247,16 @@ def test_results_record_the_data_and_a_resume_on_changed_data_is_refused(script,
     tasks = ["run"] if script == "csac.py" else ["walk", "run"]
     names = [f"walker_{task}_medium.npz" for task in tasks]
     assert results["data"] == {name: hashlib.sha256((data_dir / name).read_bytes()).hexdigest() for name in names}
+    # the same files in another folder (a checkout at another path): the run continues on them, and records
+    # each process's machine beside its code
+    moved = tmp_path / "moved"
+    data_dir.rename(moved)
+    result = run_script(script, "--resume", "runs/r", "--epochs", "2", "--data-dir", str(moved), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, resumed = final_returns(tmp_path / "runs" / "r")
+    assert resumed["data"] == results["data"] and resumed["args"]["data_dir"] == str(moved)
+    assert len(resumed["cpus"]) == len(resumed["code"]) == 2 and resumed["cpus"][0] == results["cpus"][0]
     # another file under the same name (the medium-replay episode): the run does not continue on it
-    shutil.copy(data_dir / f"walker_{tasks[-1]}_medium-replay.npz", data_dir / names[-1])
-    result = run_script(script, "--resume", "runs/r", "--epochs", "2", cwd=tmp_path)
+    shutil.copy(moved / f"walker_{tasks[-1]}_medium-replay.npz", moved / names[-1])
+    result = run_script(script, "--resume", "runs/r", "--epochs", "3", cwd=tmp_path)
     assert_one_line_error(result, f"runs/r: {names[-1]} changed since the run started")
