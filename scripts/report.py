@@ -72,6 +72,23 @@ def precision(results: dict) -> str:
     return results.get("precision") or ("bf16" if results["args"].get("bf16") else "fp32")
 
 
+def machines(runs: list[dict]) -> str:
+    """The CPUs the runs trained on, each with how many runs used it. `cpus` names every process of a run;
+    results from before it have `cpu`, the last process's machine alone."""
+    counts, older = defaultdict(int), 0
+    for results in runs:
+        cpus = results.get("cpus") or ([results["cpu"]] if results.get("cpu") else [])
+        older += "cpus" not in results and len(results.get("code", [])) > 1  # resumed: earlier machines unknown
+        for cpu in {f"{c['model']} ({c['capability']}, {'native' if c['native_bf16'] else 'emulated'} bf16)"
+                    for c in cpus}:
+            counts[cpu] += 1
+    text = "; ".join(f"{cpu}: {n} run{'s' if n > 1 else ''}" for cpu, n in sorted(counts.items())) or "not recorded"
+    if older:
+        text += (f" ({older} resumed run{'s' if older > 1 else ''} recorded only the machine that finished "
+                 f"{'them' if older > 1 else 'it'})")
+    return text
+
+
 def check_one_precision_per_cell(runs: list[dict]) -> None:
     """A cell averages runs of one precision only: bf16 and fp32 runs are different measurements."""
     seen = defaultdict(lambda: defaultdict(list))
@@ -358,7 +375,7 @@ def main(args: Args) -> None:
              f"`python scripts/reproduce.py --scale {args.scale}` then `python scripts/report.py --scale {args.scale}`.",
              "", f"Scale flags: {flags}; precision {', '.join(precisions)}.", "",
              f"Code: commit(s) {', '.join(commits) or 'not recorded'}. Data (sha256): {', '.join(data) or 'not recorded'}.",
-             "", *section(readings[0]),
+             "", f"CPUs: {machines(runs)}.", "", *section(readings[0]),
              "## The seed report's Table 1 (5 seeds, its own datasets, 1000 epochs at the paper's size, best checkpoint)",
              "", *table_rows(SEED_TABLE), ""]
     for name in readings[1:]:

@@ -157,6 +157,20 @@ def test_report_refuses_a_cell_of_mixed_precision(tmp_path):
            "fp32: cpu/csac__medium__walk__s2)" in mixed.stderr
 
 
+def test_report_names_every_cpu_the_runs_trained_on():
+    import report
+
+    xeon = {"model": "Xeon", "capability": "AVX512", "native_bf16": True}
+    zen3 = {"model": "EPYC", "capability": "AVX2", "native_bf16": False}
+    runs = [{"cpus": [zen3, xeon], "code": [{}, {}]},  # resumed on another machine: both count
+            {"cpus": [xeon, xeon], "code": [{}, {}]},  # resumed on the same one: once
+            {"cpu": xeon, "code": [{}, {}]},  # older results: the machine that finished it alone
+            {"cpu": zen3, "code": [{}]}]
+    assert report.machines(runs) == ("EPYC (AVX2, emulated bf16): 2 runs; Xeon (AVX512, native bf16): 3 runs "
+                                     "(1 resumed run recorded only the machine that finished it)")
+    assert report.machines([{"code": [{}]}]) == "not recorded"
+
+
 def test_report_marks_missing_runs(tiny_grid, tmp_path):
     """Only bc's medium runs committed: its cells filled, every other cell "–", never zero."""
     grid_dir, _ = tiny_grid
