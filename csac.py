@@ -560,7 +560,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         first_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
         history, train_seconds, elapsed_before = checkpoint["history"], checkpoint["train_seconds"], checkpoint["elapsed"]
         code = checkpoint.get("code", []) + code
-        cpus = checkpoint.get("cpus", []) + cpus
+        cpus = checkpoint.get("cpus", [None] * (len(code) - 1)) + cpus  # None: a process that did not record it
         set_rng_states(checkpoint["rng"])
         resume_at = checkpoint.get("resume_at")  # where a signal stopped the run mid-epoch
         check_same_data(run_dir, checkpoint.get("data", data_digests), data_digests)

@@ -73,19 +73,20 @@ def precision(results: dict) -> str:
 
 
 def machines(runs: list[dict]) -> str:
-    """The CPUs the runs trained on, each with how many runs used it. `cpus` names every process of a run;
-    results from before it have `cpu`, the last process's machine alone."""
-    counts, older = defaultdict(int), 0
+    """The CPUs the runs trained on, each with how many runs used it. `cpus` names the machine of every process
+    that trained a run (None: one from before it was recorded); older results have `cpu`, the last one's alone."""
+    counts, incomplete = defaultdict(int), 0
     for results in runs:
-        cpus = results.get("cpus") or ([results["cpu"]] if results.get("cpu") else [])
-        older += "cpus" not in results and len(results.get("code", [])) > 1  # resumed: earlier machines unknown
+        cpus = results.get("cpus") or (
+            [None] * (len(results.get("code", [])) - 1) + [results["cpu"]] if results.get("cpu") else [])
+        incomplete += None in cpus
         for cpu in {f"{c['model']} ({c['capability']}, {'native' if c['native_bf16'] else 'emulated'} bf16)"
-                    for c in cpus}:
+                    for c in cpus if c}:
             counts[cpu] += 1
     text = "; ".join(f"{cpu}: {n} run{'s' if n > 1 else ''}" for cpu, n in sorted(counts.items())) or "not recorded"
-    if older:
-        text += (f" ({older} resumed run{'s' if older > 1 else ''} recorded only the machine that finished "
-                 f"{'them' if older > 1 else 'it'})")
+    if incomplete:
+        text += (f" ({incomplete} resumed run{'s name' if incomplete > 1 else ' names'} only some of the machines used: "
+                 "a process from before `cpus` was recorded)")
     return text
 
 

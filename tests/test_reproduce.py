@@ -165,9 +165,11 @@ def test_report_names_every_cpu_the_runs_trained_on():
     runs = [{"cpus": [zen3, xeon], "code": [{}, {}]},  # resumed on another machine: both count
             {"cpus": [xeon, xeon], "code": [{}, {}]},  # resumed on the same one: once
             {"cpu": xeon, "code": [{}, {}]},  # older results: the machine that finished it alone
+            {"cpus": [None, zen3], "code": [{}, {}]},  # resumed from an older checkpoint
             {"cpu": zen3, "code": [{}]}]
-    assert report.machines(runs) == ("EPYC (AVX2, emulated bf16): 2 runs; Xeon (AVX512, native bf16): 3 runs "
-                                     "(1 resumed run recorded only the machine that finished it)")
+    assert report.machines(runs) == ("EPYC (AVX2, emulated bf16): 3 runs; Xeon (AVX512, native bf16): 3 runs "
+                                     "(2 resumed runs name only some of the machines used: a process from before "
+                                     "`cpus` was recorded)")
     assert report.machines([{"code": [{}]}]) == "not recorded"
 
 

@@ -256,7 +256,16 @@ def test_results_record_the_data_and_a_resume_on_changed_data_is_refused(script,
     _, resumed = final_returns(tmp_path / "runs" / "r")
     assert resumed["data"] == results["data"] and resumed["args"]["data_dir"] == str(moved)
     assert len(resumed["cpus"]) == len(resumed["code"]) == 2 and resumed["cpus"][0] == results["cpus"][0]
+    # a checkpoint from before `cpus` was kept: its processes' machines are unknown, not guessed
+    checkpoint = tmp_path / "runs" / "r" / "checkpoint.pt"
+    saved = torch.load(checkpoint, weights_only=False)
+    del saved["cpus"]
+    torch.save(saved, checkpoint)
+    result = run_script(script, "--resume", "runs/r", "--epochs", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, resumed = final_returns(tmp_path / "runs" / "r")
+    assert resumed["cpus"] == [None, None, results["cpus"][0]] and len(resumed["code"]) == 3
     # another file under the same name (the medium-replay episode): the run does not continue on it
     shutil.copy(moved / f"walker_{tasks[-1]}_medium-replay.npz", moved / names[-1])
-    result = run_script(script, "--resume", "runs/r", "--epochs", "3", cwd=tmp_path)
+    result = run_script(script, "--resume", "runs/r", "--epochs", "4", cwd=tmp_path)
     assert_one_line_error(result, f"runs/r: {names[-1]} changed since the run started")
