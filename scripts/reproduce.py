@@ -7,9 +7,13 @@ commit. SIGTERM or Ctrl-C stops every running run after its current gradient ste
 "resume later"); the same command continues the grid.
 
     python scripts/reproduce.py --scale cpu --seeds 0 1 2 --workers 2
+    python scripts/reproduce.py --scale cpu-wide --seeds 0 1 2 --workers 1                  # the report's widths
     python scripts/reproduce.py --scale paper --launcher ray --gpus-per-run 0.25        # 4 runs per GPU
     python scripts/reproduce.py --scale paper --launcher ray --ray-address auto        # an existing Ray cluster
     python scripts/report.py --scale cpu
+
+A run stopped mid-way is also parked: its checkpoint is copied into results/<scale>/in-progress/<run>/ in
+pieces small enough to commit, and a later grid, in a fresh checkout, resumes from there.
 
 With --launcher ray every run is one Ray task running the same command; on a cluster the repository (data,
 runs/ and results/) must be at the same path on every node, e.g. on a shared file system.
@@ -19,9 +23,12 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
 import json
+import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,11 +55,16 @@ class Scale:
     B gradient steps and an algorithm in `multipliers` m x B; the multi-task agents' epoch covers both tasks'
     data, so 2B gives them the single-task agents' epochs (the report's rule), and their evaluation at step B
     (which the scripts' fixed evaluation steps include) is what a B-step run would have shown: scripts/report.py
-    reads both, equal steps and equal epochs, from one run. `precision` pins --bf16 or --no-bf16."""
+    reads both, equal steps and equal epochs, from one run. `precision` pins --bf16 or --no-bf16. With
+    `relabelings`, the grid also passes --epochs (those that hold the budget) and hcsac's --relabel-every (about
+    that many relabelings per B gradient steps), both from the size of the run's data, as --scale cpu does
+    inside the scripts."""
     flags: tuple[str, ...]
     budget_steps: int | None = None
     multipliers: dict[str, int] = field(default_factory=dict)
     precision: str | None = None
+    relabelings: int | None = None
+    datasets: tuple[str, ...] = DATASETS  # the grid's default --datasets
 
 
 SCALES = {
@@ -62,6 +74,12 @@ SCALES = {
     # results/cpu/calibration/): a smaller network and batch, B = 40,000 gradient steps (2B for the multi-task
     # agents), bf16 (the committed table's precision; refused where the CPU only emulates it, see main).
     "cpu": Scale(("--scale", "cpu"), budget_steps=40_000, multipliers={"mtcsac": 2, "hcsac": 2}, precision="bf16"),
+    # The report's networks (3x1024, the authors' MTCSAC and HCSAC; their CSAC was 3x256) for all four
+    # algorithms at the cpu scale's batch: does the report's ordering hold at equal width? B = 16,000, an
+    # evaluation every 1,000 steps, the medium files (results/cpu-wide/README.md).
+    "cpu-wide": Scale(("--hidden-dim", "1024", "--num-layers", "3", "--batch-size", "256", "--eval-every-steps", "1000",
+                       "--eval-episodes", "10"), budget_steps=16_000, multipliers={"mtcsac": 2, "hcsac": 2},
+                      precision="bf16", relabelings=10, datasets=("medium",)),
     # Seconds per run: for tests and smoke checks of the grid itself, not for results.
     # (B = 4 steps, 8 for the multi-task agents: 2 and about 1 epochs of the tests' one-episode files)
     "tiny": Scale(("--hidden-dim", "32", "--num-layers", "2", "--batch-size", "256", "--eval-every-steps", "2",
@@ -79,7 +97,8 @@ class Args:
     """each in [0, 4294967295]"""
     workers: Annotated[int, Range("[1, inf)")] = 2
     """runs in parallel, in [1, inf); each gets cpu_count / workers torch threads"""
-    datasets: list[str] = field(default_factory=lambda: list(DATASETS))
+    datasets: list[str] | None = None
+    """default: the scale's (medium and medium-replay; cpu-wide: medium)"""
     algorithms: list[str] = field(default_factory=lambda: list(ALGORITHMS))
     data_dir: str = os.path.join(ROOT, "data")
     workdir: str = ROOT
@@ -88,6 +107,9 @@ class Args:
     """each finished run's results.json is copied to {results_dir}/{scale}/runs/{run}.json"""
     dry_run: bool = False
     """print the commands of the unfinished runs and stop"""
+    park: bool = False
+    """copy the checkpoint of every unfinished run into {results_dir}/{scale}/in-progress/ (to be committed) and
+    stop: for a grid that was killed before it could park its runs itself"""
     launcher: str = "local"
     """local (--workers processes on this machine) or ray (one Ray task per run, here or on a Ray cluster)"""
     ray_address: str | None = None
@@ -113,7 +135,7 @@ class Run:
         return f"{self.algorithm}__{self.dataset}{task}__s{self.seed}"
 
 
-def scale_flags(scale_name: str, run: Run) -> list[str]:
+def scale_flags(scale_name: str, run: Run, data_dir: str) -> list[str]:
     """The scale's flags for this run (the flags only hcsac takes left out for the others), its step budget
     and its precision."""
     scale = SCALES[scale_name]
@@ -126,15 +148,35 @@ def scale_flags(scale_name: str, run: Run) -> list[str]:
         i += len(chunk)
     if scale.budget_steps is not None:
         out += ["--max-steps", str(scale.budget_steps * scale.multipliers.get(run.algorithm, 1))]
+    if scale.relabelings is not None:
+        steps_per_epoch = max(1, num_transitions(run, data_dir) // int(flags[flags.index("--batch-size") + 1]))
+        out += ["--epochs", str(math.ceil(int(out[out.index("--max-steps") + 1]) / steps_per_epoch))]
+        if run.algorithm == "hcsac":  # as the scripts' --scale cpu: from the budget B, so 2B holds twice as many
+            out += ["--relabel-every", str(max(1, round(math.ceil(scale.budget_steps / steps_per_epoch)
+                                                        / scale.relabelings)))]
     if scale.precision is not None:
         out.append("--bf16" if scale.precision == "bf16" else "--no-bf16")
     return out
 
 
+def num_transitions(run: Run, data_dir: str) -> int:
+    """Rows of the run's training data (both tasks' for the multi-task agents), read from the files' headers."""
+    import numpy as np  # only here: the other scales' grids read no data
+
+    rows = 0
+    for path in data_files(run, data_dir):
+        try:
+            with np.load(path) as files:
+                rows += len(files["rewards"])
+        except (OSError, ValueError, KeyError) as exc:
+            sys.exit(f"error: {path}: cannot read its number of transitions ({type(exc).__name__}: {exc})")
+    return rows
+
+
 def grid(args: Args) -> list[Run]:
     runs = []
     for seed in args.seeds:
-        for dataset in args.datasets:
+        for dataset in (args.datasets or SCALES[args.scale].datasets):
             for algorithm in args.algorithms:
                 for task in (TASKS if algorithm in SINGLE_TASK else (None,)):
                     runs.append(Run(algorithm, dataset, seed, task))
@@ -144,12 +186,12 @@ def grid(args: Args) -> list[Run]:
 def command(run: Run, args: Args) -> list[str]:
     run_dir = os.path.join("runs", args.scale, run.name)
     script = [sys.executable, os.path.join(ROOT, f"{run.algorithm}.py")]
-    if os.path.isfile(os.path.join(args.workdir, run_dir, "checkpoint.pt")):
+    if os.path.isfile(os.path.join(args.workdir, run_dir, "checkpoint.pt")) or os.path.isdir(parked_folder(run, args)):
         # killed earlier: continue from its checkpoint, on this grid's data folder (the run checks the files' sha256)
         return script + ["--resume", run_dir, "--data-dir", args.data_dir]
     task = ["--task", run.task] if run.task else []
     return script + ["--dataset", run.dataset, *task, "--seed", str(run.seed), "--data-dir", args.data_dir,
-                     "--run-name", f"{args.scale}/{run.name}", *scale_flags(args.scale, run)]
+                     "--run-name", f"{args.scale}/{run.name}", *scale_flags(args.scale, run, args.data_dir)]
 
 
 def finished_results(run: Run, args: Args) -> str:
@@ -214,6 +256,7 @@ def is_finished(run: Run, args: Args) -> bool:
             continue
         if path == local:  # finished, but its copy is missing or torn (a grid killed before copying)
             atomic_copy(local, committed)
+        shutil.rmtree(parked_folder(run, args), ignore_errors=True)  # done: its park is history
         return True
     return False
 
@@ -251,6 +294,92 @@ def set_aside_bad_checkpoint(run_dir: str, run: Run, data_dir: str) -> None:
         if fault is not None:
             os.replace(path, path + ".other-data")
             print(f"{path}: {fault}; kept aside as checkpoint.pt.other-data, the run restarts from scratch", flush=True)
+
+
+PARK_PIECE_BYTES = 40 * 2**20  # committed pieces stay well below the ~50 MB a repository's file may have
+
+
+def parked_folder(run: Run, args: Args) -> str:
+    return os.path.join(args.results_dir, args.scale, "in-progress", run.name)
+
+
+def park(run: Run, args: Args) -> bool:
+    """Copy the run folder's checkpoint.pt into {results_dir}/{scale}/in-progress/{run}/ as checkpoint.pt.000,
+    .001, ... (at most PARK_PIECE_BYTES each) and checkpoint.pt.sha256, ready to commit, so that a later
+    sitting in a fresh checkout resumes the run (a 3x1024 checkpoint, ~95 MB, is too large for one file).
+    The folder is replaced whole: a kill mid-way leaves the previous park. Returns whether there was one."""
+    source = os.path.join(args.workdir, "runs", args.scale, run.name, "checkpoint.pt")
+    if not os.path.isfile(source):
+        return False
+    with open(source, "rb") as f:
+        content = f.read()
+    folder = parked_folder(run, args)
+    staging, previous = folder + ".new", folder + ".old"
+    for leftover in (staging, previous):
+        shutil.rmtree(leftover, ignore_errors=True)
+    os.makedirs(staging)
+    pieces = range(0, len(content), PARK_PIECE_BYTES)
+    for number, begin in enumerate(pieces):
+        atomic_write_bytes(os.path.join(staging, f"checkpoint.pt.{number:03d}"), content[begin:begin + PARK_PIECE_BYTES])
+    atomic_write_bytes(os.path.join(staging, "checkpoint.pt.sha256"),
+                       f"{hashlib.sha256(content).hexdigest()}  checkpoint.pt  {len(pieces)} pieces\n".encode())
+    if os.path.isdir(folder):
+        os.replace(folder, previous)
+    os.replace(staging, folder)
+    shutil.rmtree(previous, ignore_errors=True)
+    return True
+
+
+def unpark(run: Run, args: Args, run_dir: str) -> None:
+    """Put a parked checkpoint back into the run folder, unless the folder's own checkpoint is as far or further
+    (the same checkout continuing); a park whose pieces do not add up to its sha256 is ignored, in one line."""
+    folder = parked_folder(run, args)
+    if not os.path.isdir(folder):
+        return
+    try:
+        with open(os.path.join(folder, "checkpoint.pt.sha256")) as f:
+            expected, _, count, _ = f.read().split()
+        content = b""
+        for number in range(int(count)):
+            with open(os.path.join(folder, f"checkpoint.pt.{number:03d}"), "rb") as f:
+                content += f.read()
+    except (OSError, ValueError) as exc:
+        print(f"{folder}: not a complete park ({type(exc).__name__}: {exc}); ignored", flush=True)
+        return
+    if hashlib.sha256(content).hexdigest() != expected:
+        print(f"{folder}: its pieces do not match their sha256 (a torn or partial commit?); ignored", flush=True)
+        return
+    local = os.path.join(run_dir, "checkpoint.pt")
+    if os.path.isfile(local):
+        import io
+
+        import torch
+
+        parked_step = torch.load(io.BytesIO(content), map_location="cpu", weights_only=False).get("global_step", -1)
+        checkpoint, fault = load_checkpoint(local)
+        if fault is None and checkpoint.get("global_step", -1) >= parked_step:
+            return
+    atomic_write_bytes(local, content)
+    print(f"{run.name}: resumes from its parked checkpoint ({folder})", flush=True)
+
+
+def park_all(args: Args) -> None:
+    """--park: every unfinished run's checkpoint, parked (a run still training is left alone)."""
+    parked = []
+    for run in grid(args):
+        run_dir = os.path.join(args.workdir, "runs", args.scale, run.name)
+        if is_finished(run, args) or not os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
+            continue
+        with open(os.path.join(run_dir, ".lock"), "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                print(f"{run.name}: still training (its folder is locked); not parked", flush=True)
+                continue
+            park(run, args)
+            parked.append(run.name)
+    print(f"parked {len(parked)} runs in {os.path.join(args.results_dir, args.scale, 'in-progress')}"
+          + (f": {', '.join(parked)}" if parked else ""), flush=True)
 
 
 def hold_run_folder(run: Run, run_dir: str, poll_seconds: float = 1.0):
@@ -330,7 +459,9 @@ def execute(run: Run, args: Args, threads: int, local_runs: LocalRuns | None = N
     with hold_run_folder(run, run_dir) as lock:  # held from here into the run's process
         if results_fault(os.path.join(run_dir, "results.json"), run, args.data_dir) is None:  # an orphan finished it
             atomic_copy(os.path.join(run_dir, "results.json"), finished_results(run, args))
+            shutil.rmtree(parked_folder(run, args), ignore_errors=True)
             return run, 0, 0.0
+        unpark(run, args, run_dir)
         set_aside_bad_checkpoint(run_dir, run, args.data_dir)
         start = time.time()
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
@@ -358,6 +489,9 @@ def execute(run: Run, args: Args, threads: int, local_runs: LocalRuns | None = N
             print(f"{run_dir}/results.json: exit 0 but {fault}; counted as failed", flush=True)
             return run, 1, time.time() - start
         atomic_copy(os.path.join(run_dir, "results.json"), finished_results(run, args))
+        shutil.rmtree(parked_folder(run, args), ignore_errors=True)  # done: its park is history
+    elif code == PREEMPTED:  # stopped mid-way: parked, so that a later sitting's checkout resumes it
+        park(run, args)
     return run, code, time.time() - start
 
 
@@ -451,7 +585,10 @@ def main(args: Args) -> None:
         sys.exit(f"error: unknown launcher {args.launcher!r}; expected one of {', '.join(LAUNCHERS)}")
     check_ranges(args)
     with GridLock(args.results_dir):
-        run_grid(args)
+        if args.park:
+            park_all(args)
+        else:
+            run_grid(args)
 
 
 def run_grid(args: Args) -> None:

@@ -321,3 +321,64 @@ def test_report_reads_equal_steps_equal_epochs_and_best_from_the_same_runs(tmp_p
     result = run_script("scripts/report.py", "--scale", "cpu", "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
     assert result.returncode == 1 and "the runs read different versions of walker_run_medium.npz (aaaaaaaaaaaa: " \
         "cpu/mtcsac__medium__s1, cpu/mtcsac__medium__s2; bbbbbbbbbbbb: cpu/mtcsac__medium__s0)" in result.stderr
+
+
+def test_cpu_wide_scale_gives_every_algorithm_the_reports_network_and_its_epochs_from_the_data(tiny_data_dir):
+    """cpu-wide: 3x1024 at batch 256 for all four, B = 16,000 (2B for the multi-task agents), bf16, an evaluation
+    every 1,000 steps; --epochs and hcsac's --relabel-every from the data's size (the tests' files: 1,000 rows a
+    task, 3 gradient steps an epoch alone, 7 together), about 10 relabelings per B."""
+    args = reproduce.Args(scale="cpu-wide", workdir="/nonexistent", data_dir=tiny_data_dir)
+    assert [run.name for run in reproduce.grid(args)][:6] == [
+        "bc__medium__walk__s0", "bc__medium__run__s0", "csac__medium__walk__s0", "csac__medium__run__s0",
+        "mtcsac__medium__s0", "hcsac__medium__s0"] and len(reproduce.grid(args)) == 18  # medium only, seed by seed
+
+    def flags(algorithm, task):
+        command = reproduce.command(reproduce.Run(algorithm, "medium", 0, task), args)
+        return dict(zip(command[::1], command[1:])), command[-1]
+
+    for algorithm, task, steps, epochs in (("bc", "walk", 16_000, 5334), ("csac", "run", 16_000, 5334),
+                                           ("mtcsac", None, 32_000, 4572), ("hcsac", None, 32_000, 4572)):
+        given, last = flags(algorithm, task)
+        assert (given["--hidden-dim"], given["--num-layers"], given["--batch-size"]) == ("1024", "3", "256")
+        assert given["--max-steps"] == str(steps) and given["--epochs"] == str(epochs) and last == "--bf16"
+        assert given["--eval-every-steps"] == "1000" and ("--relabel-every" in given) == (algorithm == "hcsac")
+    assert flags("hcsac", None)[0]["--relabel-every"] == str(round(16_000 / 7 / 10))  # 2286 epochs of 7 steps = B
+
+
+def test_a_stopped_run_is_parked_in_pieces_and_a_fresh_checkout_resumes_from_it(tmp_path, monkeypatch, capsys):
+    """A checkpoint too large for one committed file goes to results/<scale>/in-progress/<run>/ in pieces with its
+    sha256; a grid in another checkout puts it back (unless its own is as far); a torn park is ignored in one line;
+    a finished run's park is removed."""
+    monkeypatch.setattr(reproduce, "PARK_PIECE_BYTES", 1000)
+    run = reproduce.Run("csac", "medium", 0, "walk")
+    first = reproduce.Args(scale="tiny", workdir=str(tmp_path / "first"), results_dir=str(tmp_path / "results"))
+    run_dir = tmp_path / "first" / "runs" / "tiny" / run.name
+    run_dir.mkdir(parents=True)
+    torch.save({"learner": {"w": torch.arange(1000.0)}, "global_step": 7}, run_dir / "checkpoint.pt")
+    assert reproduce.park(run, first)
+    parked = tmp_path / "results" / "tiny" / "in-progress" / run.name
+    pieces = sorted(p.name for p in parked.iterdir())
+    assert len(pieces) > 3 and pieces[-1] == "checkpoint.pt.sha256"
+    assert all((parked / p).stat().st_size <= 1000 for p in pieces)
+
+    second = reproduce.Args(scale="tiny", workdir=str(tmp_path / "second"), results_dir=str(tmp_path / "results"))
+    assert reproduce.command(run, second)[2] == "--resume"  # shown as a resume before it is put back
+    fresh_dir = tmp_path / "second" / "runs" / "tiny" / run.name
+    fresh_dir.mkdir(parents=True)
+    reproduce.unpark(run, second, str(fresh_dir))
+    assert (fresh_dir / "checkpoint.pt").read_bytes() == (run_dir / "checkpoint.pt").read_bytes()
+    assert "resumes from its parked checkpoint" in capsys.readouterr().out
+
+    torch.save({"learner": {}, "global_step": 9}, fresh_dir / "checkpoint.pt")  # this checkout went further
+    reproduce.unpark(run, second, str(fresh_dir))
+    assert torch.load(fresh_dir / "checkpoint.pt")["global_step"] == 9
+
+    (parked / "checkpoint.pt.001").write_bytes(b"torn")
+    (fresh_dir / "checkpoint.pt").unlink()
+    reproduce.unpark(run, second, str(fresh_dir))
+    assert "do not match their sha256" in capsys.readouterr().out and not (fresh_dir / "checkpoint.pt").exists()
+
+    monkeypatch.setattr(reproduce, "results_fault", lambda *a, **k: None)  # as if the run had finished
+    monkeypatch.setattr(reproduce, "data_fault", lambda *a, **k: None)
+    (run_dir / "results.json").write_text("{}")
+    assert reproduce.is_finished(run, first) and not parked.exists()
