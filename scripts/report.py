@@ -123,7 +123,32 @@ READINGS = {  # name -> the evaluation of a run's history it takes
     "best checkpoint": "the best evaluation of the run (the report's protocol; optimistic: it selects on the "
                        "evaluation itself)",
     "final": "the final evaluation",
+    "plateau": "each run's mean over its last quarter of evaluations (where it has levelled off, its level)",
 }
+LEVELLED_OFF = 0.05  # the plateau criterion's tolerance, see plateau_rows
+
+
+def equal_steps_at(steps: int) -> str:
+    """The name of an equal-steps reading before B (READINGS describes it too)."""
+    name = f"equal steps at {steps:,}"
+    READINGS[name] = f"every run's evaluation at step {steps:,}"
+    return name
+
+
+def reading_step(name: str, budget_steps: int | None) -> int | None:
+    """The gradient step an equal-steps reading takes its evaluation at (None for the other readings)."""
+    if name == "equal steps":
+        return budget_steps
+    if name.startswith("equal steps at "):
+        return int(name.rsplit(" ", 1)[1].replace(",", ""))
+    return None
+
+
+def quarter_means(history: list[dict]) -> tuple[float, float]:
+    """The mean evaluation return over the last quarter of a run's evaluations, and over the quarter before."""
+    size = max(1, len(history) // 4)
+    last, before = history[-size:], history[-2 * size:-size] or history[-size:]
+    return float(np.mean([e["mean"] for e in last])), float(np.mean([e["mean"] for e in before]))
 
 
 def reading(results: dict, task: str, name: str, budget_steps: int | None) -> float:
@@ -131,13 +156,16 @@ def reading(results: dict, task: str, name: str, budget_steps: int | None) -> fl
     history = results["tasks"][task]["history"]
     if name == "best checkpoint":
         return float(max(evaluation["mean"] for evaluation in history))
-    if name == "equal steps":
-        at_budget = [evaluation["mean"] for evaluation in history if evaluation["step"] == budget_steps]
-        if not at_budget:
-            raise SystemExit(f"error: {results.get('run_name', '?')}: no evaluation of {task} at step {budget_steps} "
+    if name == "plateau":
+        return quarter_means(history)[0]
+    step = reading_step(name, budget_steps)
+    if step is not None:
+        at_step = [evaluation["mean"] for evaluation in history if evaluation["step"] == step]
+        if not at_step:
+            raise SystemExit(f"error: {results.get('run_name', '?')}: no evaluation of {task} at step {step} "
                              f"(evaluated at steps {[e['step'] for e in history]}); the equal-steps reading needs one "
                              f"exactly there (the scale's --max-steps and --eval-every-steps)")
-        return float(at_budget[0])
+        return float(at_step[0])
     return float(history[-1]["mean"])  # equal epochs, final
 
 
@@ -154,12 +182,12 @@ def cell_values(runs: list[dict], name: str = "final", budget_steps: int | None 
     return cells
 
 
-def interval_estimates(cells: dict) -> dict[tuple[str, str], tuple[float, float | None, float | None, int]]:
+def interval_estimates(cells: dict, datasets=DATASETS) -> dict[tuple[str, str], tuple[float, float | None, float | None, int]]:
     """(dataset, algorithm) -> IQM over all runs x tasks, its 95% stratified bootstrap interval (tasks the strata;
     None, None where a task has fewer than MIN_RUNS runs) and the fewest runs of a task; raw returns pooled over
     the two tasks, as the report's average row pools them."""
     out = {}
-    for dataset in DATASETS:
+    for dataset in datasets:
         for algorithm in ALGORITHMS:
             strata = [np.array(cells[(dataset, task, algorithm)]) for task in TASKS if cells.get((dataset, task, algorithm))]
             if len(strata) == len(TASKS):
@@ -173,14 +201,14 @@ COMPARISONS = (("mtcsac", "csac"), ("hcsac", "mtcsac"))  # the report's claims: 
                                                           # HCSAC above MTCSAC
 
 
-def improvement_rows(cells: dict) -> list[str]:
+def improvement_rows(cells: dict, datasets=DATASETS, comparisons=COMPARISONS) -> list[str]:
     """Markdown rows: per dataset and task, P(X > Y) with its 95% bootstrap interval for each comparison."""
-    lines = ["| Dataset | Task | " + " | ".join(f"P({LABELS[x]} > {LABELS[y]})" for x, y in COMPARISONS) + " |",
-             "|---|---|" + "---|" * len(COMPARISONS)]
-    for dataset in DATASETS:
+    lines = ["| Dataset | Task | " + " | ".join(f"P({LABELS[x]} > {LABELS[y]})" for x, y in comparisons) + " |",
+             "|---|---|" + "---|" * len(comparisons)]
+    for dataset in datasets:
         for task in TASKS:
             texts = []
-            for x, y in COMPARISONS:
+            for x, y in comparisons:
                 xs, ys = cells.get((dataset, task, x)), cells.get((dataset, task, y))
                 if not xs or not ys:
                     texts.append("–")
@@ -195,11 +223,11 @@ def improvement_rows(cells: dict) -> list[str]:
     return lines
 
 
-def iqm_rows(estimates_by_reading: dict[str, dict]) -> list[str]:
+def iqm_rows(estimates_by_reading: dict[str, dict], datasets=DATASETS) -> list[str]:
     lines = ["| Reading | Dataset | " + " | ".join(LABELS[a] for a in ALGORITHMS) + " |",
              "|---|---|" + "---|" * len(ALGORITHMS)]
     for name, estimates in estimates_by_reading.items():
-        for dataset in DATASETS:
+        for dataset in datasets:
             texts = []
             for algorithm in ALGORITHMS:
                 if (dataset, algorithm) not in estimates:
@@ -212,18 +240,42 @@ def iqm_rows(estimates_by_reading: dict[str, dict]) -> list[str]:
     return lines
 
 
-def cell_stats(cells: dict) -> dict[tuple[str, str], dict[str, tuple | None]]:
+def plateau_rows(runs: list[dict], datasets=DATASETS) -> list[str]:
+    """Markdown rows: per dataset and algorithm, the rise from the quarter of evaluations before the last to the
+    last (means pooled over runs x tasks), and whether that is levelled off (a rise of at most LEVELLED_OFF)."""
+    quarters = defaultdict(list)
+    for results in runs:
+        for entry in results["tasks"].values():
+            quarters[(results["args"]["dataset"], results["algorithm"])].append(quarter_means(entry["history"]))
+    lines = ["| Dataset | " + " | ".join(LABELS[a] for a in ALGORITHMS) + " |", "|---|" + "---|" * len(ALGORITHMS)]
+    for dataset in datasets:
+        texts = []
+        for algorithm in ALGORITHMS:
+            pairs = quarters.get((dataset, algorithm))
+            if not pairs:
+                texts.append("–")
+                continue
+            last, before = np.mean([p[0] for p in pairs]), np.mean([p[1] for p in pairs])
+            rise = (last - before) / max(abs(before), 1e-9)
+            verdict = "levelled off" if rise <= LEVELLED_OFF else "**still rising**"
+            texts.append(f"{before:.1f} → {last:.1f} ({rise:+.0%}, {verdict})")
+        lines.append(f"| {dataset} | " + " | ".join(texts) + " |")
+    return lines
+
+
+def cell_stats(cells: dict, datasets=DATASETS) -> dict[tuple[str, str], dict[str, tuple | None]]:
     """(dataset, task) -> algorithm -> (mean, std, seeds) over seeds, None where no run finished."""
     return {(d, t): {a: (float(np.mean(cells[(d, t, a)])), float(np.std(cells[(d, t, a)])), len(cells[(d, t, a)]))
-                     if cells.get((d, t, a)) else None for a in ALGORITHMS} for d in DATASETS for t in TASKS}
+                     if cells.get((d, t, a)) else None for a in ALGORITHMS} for d in datasets for t in TASKS}
 
 
-def table_rows(stats: dict[tuple[str, str], dict[str, tuple | None]], full: int | None = None) -> list[str]:
+def table_rows(stats: dict[tuple[str, str], dict[str, tuple | None]], full: int | None = None,
+               datasets=DATASETS) -> list[str]:
     """Markdown rows in the seed's layout from (mean, std[, seeds]) per cell; the per-dataset average (unless
     given) is the mean of the two tasks' means and of their stds, as in the seed's table; the best mean of each
     row in bold; '–' where a run is missing; a cell with fewer seeds than `full` says how many."""
     lines = ["| Dataset | Task | " + " | ".join(LABELS[a] for a in ALGORITHMS) + " |", "|---|---|" + "---|" * len(ALGORITHMS)]
-    for dataset in DATASETS:
+    for dataset in datasets:
         rows = [(task, stats[(dataset, task)]) for task in TASKS]
         average = stats.get((dataset, "average"), {})
         for algorithm in ALGORITHMS:
@@ -278,9 +330,10 @@ def curves(runs: list[dict]) -> dict[tuple[str, str, str], list[tuple[np.ndarray
     return out
 
 
-def plot(curve_data, path: str, title: str, budget_steps: int | None = None) -> None:
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), squeeze=False)
-    for col, dataset in enumerate(DATASETS):
+def plot(curve_data, path: str, title: str, budget_steps: int | None = None, datasets=DATASETS) -> None:
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5.5 * len(datasets) + (1 if len(datasets) == 1 else 0), 8),
+                             squeeze=False)
+    for col, dataset in enumerate(datasets):
         for row, task in enumerate(TASKS):
             ax = axes[row][col]
             for algorithm in ALGORITHMS:
@@ -318,11 +371,11 @@ def save_figure(fig, title: str, path: str) -> None:
     plt.close(fig)
 
 
-def plot_intervals(estimates_by_reading: dict[str, dict], path: str, title: str) -> None:
+def plot_intervals(estimates_by_reading: dict[str, dict], path: str, title: str, datasets=DATASETS) -> None:
     """Per dataset, each algorithm's IQM with its 95% interval, one marker per reading."""
-    fig, axes = plt.subplots(1, len(DATASETS), figsize=(11, 3.6), squeeze=False)
-    markers = ["o", "s", "^", "D"]
-    for col, dataset in enumerate(DATASETS):
+    fig, axes = plt.subplots(1, len(datasets), figsize=(11 if len(datasets) > 1 else 7, 3.6), squeeze=False)
+    markers = ["o", "s", "^", "D", "v", "P"]
+    for col, dataset in enumerate(datasets):
         ax = axes[0][col]
         for r, (name, estimates) in enumerate(estimates_by_reading.items()):
             for a, algorithm in enumerate(ALGORITHMS):
@@ -353,8 +406,15 @@ def main(args: Args) -> None:
     check_one_dataset_per_file(runs)
     scale = SCALES.get(args.scale)
     budget = scale.budget_steps if scale else None
-    # a scale with a step budget B has three readings of its runs; one without (the paper's) has two
+    datasets = scale.datasets if scale else DATASETS
+    # a scale with a step budget B has three readings of its runs; one without (the paper's) has two; cpu-wide adds
+    # equal steps before B and the plateau
     readings = ["equal steps", "equal epochs", "best checkpoint"] if budget else ["final", "best checkpoint"]
+    if scale and budget:
+        readings = [equal_steps_at(steps) for steps in scale.early_steps] + readings
+        if scale.plateau:
+            readings.insert(-1, "plateau")
+    comparisons = COMPARISONS + ((("csac", "bc"),) if scale and scale.plateau else ())
     cells = {name: cell_values(runs, name, budget) for name in readings}
     full = max(len(v) for v in cells[readings[0]].values())
     flags = f"`{' '.join(scale.flags)}`" if scale and scale.flags else "none (the scripts' defaults: the paper's)"
@@ -368,36 +428,46 @@ def main(args: Args) -> None:
 
     def section(name: str) -> list[str]:
         return [f"## {name[0].upper()}{name[1:]}: {READINGS[name]}", "",
-                *table_rows(cell_stats(cells[name]), full), ""]
+                *table_rows(cell_stats(cells[name], datasets), full, datasets), ""]
 
+    main_reading = "equal steps" if "equal steps" in readings else readings[0]
     lines = [f"# Table 1, scale `{args.scale}`", "",
              f"Mean ± std over seeds (up to {full} per cell; a cell with fewer says how many) of each run's evaluation "
              f"return, every evaluation 10 episodes per task unless the flags say otherwise. Made by "
              f"`python scripts/reproduce.py --scale {args.scale}` then `python scripts/report.py --scale {args.scale}`.",
              "", f"Scale flags: {flags}; precision {', '.join(precisions)}.", "",
              f"Code: commit(s) {', '.join(commits) or 'not recorded'}. Data (sha256): {', '.join(data) or 'not recorded'}.",
-             "", f"CPUs: {machines(runs)}.", "", *section(readings[0]),
+             "", f"CPUs: {machines(runs)}.", "", *section(main_reading),
              "## The seed report's Table 1 (5 seeds, its own datasets, 1000 epochs at the paper's size, best checkpoint)",
-             "", *table_rows(SEED_TABLE), ""]
-    for name in readings[1:]:
-        lines += section(name)
-    estimates = {name: interval_estimates(cells[name]) for name in readings}
+             "", *table_rows(SEED_TABLE, datasets=datasets), ""]
+    for name in readings:
+        if name != main_reading:
+            lines += section(name)
+    if "plateau" in readings:
+        lines += ["## Has it levelled off?", "",
+                  f"An algorithm has levelled off on a dataset when the mean return over its runs' last quarter of "
+                  f"evaluations is at most {LEVELLED_OFF:.0%} above their mean over the quarter before (pooled over "
+                  f"runs x tasks); otherwise its plateau reading is a lower bound of its level.", "",
+                  *plateau_rows(runs, datasets), ""]
+    estimates = {name: interval_estimates(cells[name], datasets) for name in readings}
     lines += ["## Interval estimates", "",
               "IQM (interquartile mean) of all runs x tasks of each algorithm and dataset, with its 95% stratified "
               "bootstrap interval (runs resampled within each task, 10,000 resamples, seeded; Agarwal et al., "
               "NeurIPS 2021); raw returns pooled over walk and run as the report's average row pools them, so the "
               f"interval reflects both tasks' seeds; none where a task has fewer than {MIN_RUNS} runs (a resample of one "
               f"run is that run: a zero-width interval). `intervals.png` plots them.", "",
-              *iqm_rows(estimates), ""]
-    for name in readings[:-1]:  # the best checkpoint is not a reading to test claims with
+              *iqm_rows(estimates, datasets), ""]
+    for name in readings:
+        if name == "best checkpoint":  # not a reading to test claims with
+            continue
         lines += [f"Probability of improvement, {name}: P(X > Y) for a random run of X and one of Y on the task (ties "
                   f"count 1/2), with its 95% bootstrap interval; 0.5 is no difference.", "",
-                  *improvement_rows(cells[name]), ""]
+                  *improvement_rows(cells[name], datasets, comparisons), ""]
     lines += ["## Cost of each run", "", *run_costs(runs), ""]
     atomic_write_bytes(os.path.join(out_dir, "table1.md"), "\n".join(lines).encode())
     plot(curves(runs), os.path.join(out_dir, "figure4.png"), f"Evaluation return vs gradient steps, scale {args.scale}",
-         budget)
-    plot_intervals(estimates, os.path.join(out_dir, "intervals.png"), f"IQM with 95% CI, scale {args.scale}")
+         budget, datasets)
+    plot_intervals(estimates, os.path.join(out_dir, "intervals.png"), f"IQM with 95% CI, scale {args.scale}", datasets)
     print(f"wrote {out_dir}/table1.md, figure4.png and intervals.png from {len(runs)} runs")
 
 

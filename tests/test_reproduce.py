@@ -382,3 +382,47 @@ def test_a_stopped_run_is_parked_in_pieces_and_a_fresh_checkout_resumes_from_it(
     monkeypatch.setattr(reproduce, "data_fault", lambda *a, **k: None)
     (run_dir / "results.json").write_text("{}")
     assert reproduce.is_finished(run, first) and not parked.exists()
+
+
+def test_cpu_wide_report_reads_equal_steps_at_8k_and_16k_the_plateau_and_csac_against_bc(tmp_path):
+    """cpu-wide (B = 16,000, medium only): equal steps at 8,000 and at B, equal epochs (2B for the multi-task
+    agents), the plateau (mean of the last quarter of evaluations) with its levelled-off verdict, and P(CSAC > BC)."""
+    import report
+
+    runs_dir = tmp_path / "results" / "cpu-wide" / "runs"
+    runs_dir.mkdir(parents=True)
+
+    def flat_then(level, steps):  # rising to `level` by half-way, flat after: levelled off
+        return [(s, min(level, level * s / (steps / 2))) for s in range(1000, steps + 1, 1000)]
+
+    def rising(slope, steps):  # still rising at the end
+        return [(s, slope * s / 1000) for s in range(1000, steps + 1, 1000)]
+
+    for seed in range(3):
+        files = [synthetic_run("bc", seed, {task: flat_then(500.0 + seed, 16_000)}) for task in ("walk", "run")]
+        files += [synthetic_run("csac", seed, {task: rising(40.0, 16_000)}) for task in ("walk", "run")]
+        files += [synthetic_run("mtcsac", seed, {task: rising(20.0 + seed, 32_000) for task in ("walk", "run")})]
+        for results in files:
+            results["run_name"] = results["run_name"].replace("cpu/", "cpu-wide/")
+            (runs_dir / f"{results['run_name'].split('/')[1]}.json").write_text(json.dumps(results))
+    report.main(report.Args(scale="cpu-wide", results_dir=str(tmp_path / "results")))
+    table = (tmp_path / "results" / "cpu-wide" / "table1.md").read_text()
+    assert "medium-replay" not in table  # the scale's datasets only
+    sections = {part.split("\n")[0].split(":")[0]: part for part in table.split("## ")[1:]}
+
+    def walk_row(section: str) -> list[str]:
+        row = next(line for line in sections[section].splitlines() if line.startswith("| medium | walk"))
+        return [cell.strip() for cell in row.strip("|").split("|")][2:]
+
+    assert walk_row("Equal steps at 8,000") == ["**501.00 ± 0.82**", "320.00 ± 0.00", "168.00 ± 6.53", "–"]
+    assert walk_row("Equal steps") == ["501.00 ± 0.82", "**640.00 ± 0.00**", "336.00 ± 13.06", "–"]
+    assert walk_row("Equal epochs") == ["501.00 ± 0.82", "640.00 ± 0.00", "**672.00 ± 26.13**", "–"]
+    assert walk_row("Plateau")[1] == "580.00 ± 0.00"  # CSAC's last 4 of 16: 520, 560, 600, 640
+    plateau = next(line for line in sections["Has it levelled off?"].splitlines() if line.startswith("| medium |"))
+    cells = [cell.strip() for cell in plateau.strip("|").split("|")][1:]
+    assert cells[0] == "501.0 → 501.0 (+0%, levelled off)" and cells[1] == "420.0 → 580.0 (+38%, **still rising**)"
+    assert cells[3] == "–"
+    assert "P(CSAC > BC)" in table and "| medium | walk | " in sections["Interval estimates"]
+    csac_bc = next(line for line in table.split("Probability of improvement, equal steps:")[1].splitlines()
+                   if line.startswith("| medium | walk"))
+    assert csac_bc.rstrip(" |").endswith("1.00 [1.00, 1.00]")  # every CSAC run above every BC run at B
