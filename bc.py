@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import math
+import multiprocessing
 import platform
 import random
 import shutil
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, get_type_hints
 
 import gymnasium as gym
@@ -38,7 +39,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from dm_control import suite
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -82,7 +82,8 @@ class Args:
     """paper (the report's settings: the defaults below) or cpu (a CPU-sized run, CPU_SCALE); flags typed on the
     command line win over the scale's"""
     bf16: bool = False
-    """bfloat16 autocast for the forward passes (fp32 master weights)"""
+    """bfloat16 autocast for the forward passes (fp32 master weights); untyped, it is on where CUDA computes it
+    natively (compute capability 8.0+) and off on a CPU (--scale cpu: on where the CPU computes it natively)"""
     compile: bool = False
     """torch.compile the update (on CUDA in mode reduce-overhead, i.e. with CUDA graphs)"""
     track: bool = False
@@ -126,6 +127,9 @@ class Args:
     CPU_SCALE_STEPS, so that every algorithm and budget is evaluated at the same steps)"""
     eval_episodes: Annotated[int, Range("[1, inf)")] = 10
     """episodes per task and evaluation, in [1, inf)"""
+    eval_workers: Annotated[int | None, Range("[0, inf)")] = None
+    """processes that step the evaluation's environments, in [0, inf); 0: this process; default: on CUDA one per
+    episode up to the cores but one, on CPU 0 (the same returns either way)"""
     log_every: Annotated[int, Range("[1, inf)")] = 100
     """gradient steps between loss logs, in [1, inf); each logged value is the mean over the steps since the
     previous log"""
@@ -156,6 +160,8 @@ class WalkerEnv(gym.Env):
     orientations (14), height (1), velocity (9). 1000 steps; ends by time limit only."""
 
     def __init__(self, task: str, seed: int):
+        from dm_control import suite  # imported here: training needs no simulator (benchmarks/gpu_check.py)
+
         self._env = suite.load("walker", task, task_kwargs={"random": seed})
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32)
@@ -323,18 +329,31 @@ def eval_seed(seed: int, episode: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(actor: Actor, task: str, num_episodes: int, seed: int, device: torch.device) -> list[float]:
-    """All episodes step together: one policy forward per step for the whole batch of environments."""
-    envs = [make_env(task, eval_seed(seed, episode)) for episode in range(num_episodes)]
-    obs = np.stack([env.reset()[0] for env in envs])
+def evaluate(actor: Actor, task: str, num_episodes: int, seed: int, device: torch.device,
+             workers: EvaluationWorkers | None = None) -> list[float]:
+    """All episodes step together: one policy forward per step for the whole batch of environments, stepped
+    here or in `workers` (--eval-workers; the same actions, so the same returns)."""
+    episodes = workers or Episodes()
+    obs = episodes.reset(task, [eval_seed(seed, episode) for episode in range(num_episodes)])
     returns, done = np.zeros(num_episodes), False
     while not done:
         actions = actor.act(torch.as_tensor(obs, device=device)).float().cpu().numpy()
-        steps = [env.step(action) for env, action in zip(envs, actions)]
-        obs = np.stack([step[0] for step in steps])
-        returns += [step[1] for step in steps]
-        done = steps[0][3]  # every episode lasts exactly 1000 steps
+        obs, rewards, done = episodes.step(actions)
+        returns += rewards
     return returns.tolist()
+
+
+class Episodes:
+    """Evaluation environments, fresh for every evaluation and stepped together in this process."""
+
+    def reset(self, task: str, seeds: list[int]) -> np.ndarray:
+        self.envs = [make_env(task, seed) for seed in seeds]
+        return np.stack([env.reset()[0] for env in self.envs])
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        steps = [env.step(action) for env, action in zip(self.envs, actions)]
+        done = steps[0][3]  # every episode lasts exactly 1000 steps
+        return np.stack([step[0] for step in steps]), np.array([step[1] for step in steps]), done
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -369,6 +388,10 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
     data_digests = file_digests(dataset_files(args))  # recorded, so that no table mixes datasets
     if checkpoint is None and args.scale != "paper":  # a resumed run's arguments are already resolved
         print(apply_scale(args, len(data["observations"]), device, typed), flush=True)
+    args.bf16, tf32, precision = resolve_precision(args, device, typed, resumed=checkpoint is not None)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32  # process-wide: every fp32 matmul of the run
+    print(f"precision: {precision}", flush=True)
     steps_per_epoch = len(data["observations"]) // args.batch_size
     print(f"{run_name}: {len(data['observations'])} transitions, {steps_per_epoch} gradient steps per epoch, "
           f"{planned_steps(args, 0, 1, steps_per_epoch)} in total, on {device}", flush=True)
@@ -382,6 +405,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
     history = {task: [] for task in tasks}  # every evaluation: epoch, step, training seconds, returns
     code = [code_version()]  # one entry per process that trained this run (a resumed run has several)
     cpus = [cpu_description()]  # the same, for the machine each process ran on
+    gpus = [gpu_description(device)]  # and its GPU: None for a process on CPU
     first_epoch, global_step, train_seconds, elapsed_before, resume_at = 1, 0, 0.0, 0.0, None
     if checkpoint is not None:  # --resume: continue exactly where the checkpoint left off
         learner.load_state_dict(checkpoint["learner"])
@@ -389,7 +413,8 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         history, train_seconds, elapsed_before = checkpoint["history"], checkpoint["train_seconds"], checkpoint["elapsed"]
         code = checkpoint.get("code", []) + code
         cpus = checkpoint.get("cpus", [None] * (len(code) - 1)) + cpus  # None: a process that did not record it
-        set_rng_states(checkpoint["rng"])
+        gpus = checkpoint.get("gpus", [None] * (len(code) - 1)) + gpus
+        set_rng_states(checkpoint["rng"], device)
         resume_at = checkpoint.get("resume_at")  # where a signal stopped the run mid-epoch
         check_same_data(run_dir, checkpoint.get("data", data_digests), data_digests)
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} (step {global_step})", flush=True)
@@ -413,7 +438,8 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         """Everything --resume needs to continue exactly."""
         return {"algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict(), "epoch": completed_epoch,
                 "global_step": global_step, "history": history, "train_seconds": train_seconds,
-                "elapsed": time.time() - start, "rng": rng_states(), "code": code, "cpus": cpus, "data": data_digests}
+                "elapsed": time.time() - start, "rng": rng_states(device), "code": code, "cpus": cpus, "gpus": gpus,
+                "data": data_digests}
 
     def evaluate_and_checkpoint(epoch: int, position: dict | None = None) -> None:
         """Evaluate every task (history and logs), then checkpoint: after `epoch`, or within it at `position`
@@ -424,7 +450,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
             log_metrics(writer, progress, step_metrics.pop_means(), global_step)
         line = f"epoch {epoch}/{args.epochs} step {global_step}"
         for task in tasks:
-            returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device)
+            returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device, workers)
             history[task].append({"epoch": epoch, "step": global_step, "train_seconds": round(train_seconds, 1),
                                   "mean": float(np.mean(returns)), "returns": returns})
             writer.add_scalar(f"eval/{task}_return", np.mean(returns), global_step)
@@ -435,6 +461,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         eta = (progress.total_steps - global_step) * (time.time() - start) / global_step
         progress.write(f"{line} | SPS {sps:.1f} | ETA {eta / 60:.1f} min")
 
+    workers = evaluation_workers(args, device)
     preemption = Preemption()
     for epoch in range(first_epoch, args.epochs + 1):
         if global_step == args.max_steps:
@@ -477,9 +504,11 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
 
     progress.close()
     preemption.release()
+    if workers:
+        workers.close()
     results = {"algorithm": ALGORITHM, "args": asdict(args), "run_name": run_name,
                "gradient_steps": global_step, "wall_time_s": time.time() - start, "device": str(device),
-               "precision": "bf16" if args.bf16 else "fp32", "cpus": cpus,
+               "precision": "bf16" if args.bf16 else "fp32", "tf32": tf32, "cpus": cpus, "gpus": gpus,
                "code": code, "versions": package_versions(), "data": data_digests,
                "tasks": {task: summarize(history[task]) for task in tasks}}
     write_json(os.path.join(run_dir, "results.json"), results)
@@ -496,7 +525,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
 # ======================================================================================================
 # may differ on --resume (data_dir too: a resume checks the data files themselves by their sha256)
 RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model", "compile", "log_every",
-                     "data_dir"}
+                     "data_dir", "eval_workers"}
 EVAL_ONLY_CHANGES = RESUMABLE_CHANGES | {"eval_only", "checkpoint", "eval_episodes", "seed", "capture_video",
                                          "eval_every", "bf16", "compile", "exp_name",
                                          "scale"}
@@ -579,17 +608,22 @@ def lock_run_folder(run_dir: str) -> None:
     RUN_LOCKS.append(lock)
 
 
-def rng_states() -> dict:
+def rng_states(device: torch.device) -> dict:
+    """Every generator the run draws from; of CUDA's, only the run's own device's (None on CPU), so that a resume
+    on a machine with another number of GPUs, or on CPU, can restore it."""
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def set_rng_states(states: dict) -> None:
+def set_rng_states(states: dict, device: torch.device) -> None:
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    cuda = states.get("cuda")
+    if isinstance(cuda, (list, tuple)):  # older checkpoints kept every GPU's state; the run used the first
+        cuda = cuda[0] if cuda else None
+    if cuda is not None and device.type == "cuda":  # on CPU the run draws from no CUDA generator
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def load_checkpoint(path: str) -> dict:
@@ -647,9 +681,17 @@ def check_same_data(run_dir: str, saved: dict[str, str], now: dict[str, str]) ->
                          f"mix datasets in one run")
 
 
-def package_versions() -> dict[str, str]:
-    return {"python": platform.python_version(),
-            **{pkg: version(pkg) for pkg in ("torch", "numpy", "mujoco", "dm_control", "gymnasium")}}
+def package_versions() -> dict[str, str | None]:
+    return {"python": platform.python_version(), **{pkg: installed_version(pkg) for pkg in (
+        "torch", "numpy", "mujoco", "dm_control", "gymnasium")}}
+
+
+def installed_version(package: str) -> str | None:
+    """None where the package is missing (training runs without the simulator, benchmarks/gpu_check.py)."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def code_version() -> dict:
@@ -794,6 +836,32 @@ def apply_scale(args: Args, num_transitions: int, device: torch.device, typed: s
     return f"scale cpu: {' '.join(flags)} ({precision})" + (f"; typed, kept: {' '.join(kept)}" if kept else "")
 
 
+def resolve_precision(args: Args, device: torch.device, typed: set[str] | None,
+                      resumed: bool = False) -> tuple[bool, bool, str]:
+    """The run's precision: (bf16 autocast, TF32 allowed in fp32 matmuls, the line that says which and why). A
+    resumed run keeps the bf16 it started with, a typed --bf16/--no-bf16 wins, and otherwise CUDA takes bf16
+    where it computes it natively (compute capability 8.0+) and a CPU keeps what the scale chose (paper: fp32;
+    cpu: apply_scale's). TF32 is allowed on every CUDA run, and used where the GPU has it (8.0+)."""
+    if typed is None:  # called from Python: the fields set away from their defaults count as typed
+        typed = {name for name, value in asdict(Args()).items() if getattr(args, name) != value}
+    bf16, tf32 = args.bf16, device.type == "cuda"
+    if resumed:
+        why = "as the run started; it may not change on resume"
+    elif "bf16" in typed:
+        why = f"{'--bf16' if bf16 else '--no-bf16'} typed"
+    elif device.type == "cuda":
+        bf16 = native_bf16(device)
+        capability = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        why = (f"default on CUDA with compute capability 8.0+, here {capability}; --no-bf16 for fp32" if bf16 else
+               f"default on CUDA below compute capability 8.0, here {capability}: no native bf16")
+    elif args.scale == "cpu":
+        why = f"--scale cpu: {'native' if bf16 else 'no native'} bf16 on this CPU"
+    else:
+        why = "default on CPU; --bf16 for bf16 autocast"
+    tf32_note = "; TF32 allowed in fp32 matmuls on CUDA" if tf32 else ""
+    return bf16, tf32, f"{'bf16' if bf16 else 'fp32'} ({why}){tf32_note}"
+
+
 def typed_flags(argv: list[str]) -> set[str]:
     """The Args fields named on the command line (--name value, --name=value, --no-name)."""
     names = set()
@@ -815,9 +883,10 @@ def is_cpu_sized(args: Args) -> bool:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """bf16 in hardware: AVX-512 BF16 or AMX on a CPU (elsewhere oneDNN emulates it, ~16x slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    """bf16 in hardware: AVX-512 BF16 or AMX on a CPU (elsewhere oneDNN emulates it, ~16x slower than fp32), compute
+    capability 8.0+ on CUDA."""
+    if device.type == "cuda":  # compute capability 8.0+ (by default is_bf16_supported also counts emulation)
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
@@ -833,15 +902,38 @@ def cpu_description() -> dict:
             "native_bf16": native_bf16(torch.device("cpu"))}
 
 
+def gpu_description(device: torch.device) -> dict | None:
+    """What a results file needs to say about the GPU a process ran on (None on CPU): its model, compute
+    capability and memory, and the CUDA and driver versions."""
+    if device.type != "cuda":
+        return None
+    properties = torch.cuda.get_device_properties(device)
+    return {"name": properties.name, "capability": f"{properties.major}.{properties.minor}",
+            "memory_gib": round(properties.total_memory / 2**30, 1), "cuda": torch.version.cuda,
+            "driver": nvidia_driver_version()}
+
+
+def nvidia_driver_version() -> str | None:
+    """The driver's version as nvidia-smi reports it; None where nvidia-smi is missing or fails (not a reason to
+    stop a run)."""
+    try:
+        result = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    versions = result.stdout.split()
+    return versions[0] if result.returncode == 0 and versions else None
+
+
 def warn_if_bf16_is_emulated(args: Args, device: torch.device, batch: tuple) -> float | None:
     """--bf16 on a CPU without native bf16: time a few updates of two throwaway learners, bf16 and fp32 (the RNG
     states are restored, so the run computes what it would have), and warn in one line. Returns the fp32
     seconds per update, for the slow-run hint; None where bf16 is native or not asked."""
     if device.type != "cpu" or not args.bf16 or native_bf16(device):
         return None
-    states = rng_states()
+    states = rng_states(device)
     seconds = {bf16: time_updates(Learner(replace(args, bf16=bf16), device).update, batch) for bf16 in (True, False)}
-    set_rng_states(states)
+    set_rng_states(states, device)
     print(f"warning: this CPU ({cpu_description()['capability']}) has no native bf16 (AVX-512 BF16 or AMX), so --bf16 "
           f"is emulated: {seconds[True] * 1000:.0f} ms per update against {seconds[False] * 1000:.0f} ms in fp32 "
           f"({seconds[True] / seconds[False]:.1f}x); without --bf16 this run is faster", flush=True)
@@ -942,6 +1034,70 @@ class Preemption:
             signal.signal(sig, handler)
 
 
+class EvaluationWorkers:
+    """--eval-workers: the evaluation's environments stepped in worker processes, so that on a GPU machine the
+    ~2 s of MuJoCo per task and evaluation do not run one environment after another while the GPU idles. The
+    policy's forward stays one batched call in the training process: the same actions, so the returns are
+    bitwise those of Episodes. Started once per run, from a forkserver (no copy of CUDA or of torch's threads);
+    the workers ignore Ctrl-C (the training process checkpoints and ends them)."""
+
+    def __init__(self, count: int):
+        context = multiprocessing.get_context("forkserver")
+        self.pipes = []
+        for _ in range(count):
+            here, there = context.Pipe()
+            context.Process(target=step_episodes_forever, args=(there,), daemon=True).start()
+            there.close()
+            self.pipes.append(here)
+
+    def reset(self, task: str, seeds: list[int]) -> np.ndarray:
+        self.busy = [(pipe, part.tolist()) for pipe, part in zip(self.pipes, np.array_split(seeds, len(self.pipes)))
+                     if len(part)]
+        for pipe, part in self.busy:
+            pipe.send(("reset", task, part))
+        return np.concatenate([self.receive(pipe) for pipe, _ in self.busy])
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        begin = 0
+        for pipe, part in self.busy:
+            pipe.send(("step", actions[begin:begin + len(part)]))
+            begin += len(part)
+        results = [self.receive(pipe) for pipe, _ in self.busy]
+        return (np.concatenate([obs for obs, _, _ in results]), np.concatenate([rewards for _, rewards, _ in results]),
+                results[0][2])
+
+    @staticmethod
+    def receive(pipe):
+        answer = pipe.recv()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            pipe.send(None)
+
+
+def step_episodes_forever(pipe) -> None:
+    """An evaluation worker: ("reset", task, seeds) -> first observations of fresh environments, ("step",
+    actions) -> observations, rewards, done; None ends it. An error goes back to be raised there."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    episodes = Episodes()
+    while (message := pipe.recv()) is not None:
+        try:
+            pipe.send(episodes.reset(*message[1:]) if message[0] == "reset" else episodes.step(message[1]))
+        except Exception as exc:  # noqa: BLE001  (any failure is the training process's to report)
+            pipe.send(exc)
+
+
+def evaluation_workers(args: Args, device: torch.device) -> EvaluationWorkers | None:
+    """--eval-workers, or by default on CUDA one per episode up to the cores but one (on a CPU the cores train)."""
+    count = args.eval_workers
+    if count is None:
+        count = min(args.eval_episodes, (os.cpu_count() or 1) - 1) if device.type == "cuda" else 0
+    return EvaluationWorkers(count) if count > 0 else None
+
+
 def check_video_support() -> None:
     """Fail before any work when no offscreen renderer or mp4 writer is there, saying how to get one."""
     if os.environ.get("MUJOCO_GL", "disable") == "disable":
@@ -983,11 +1139,14 @@ def evaluate_checkpoint(args: Args, checkpoint: dict) -> dict:
     if args.capture_video:
         check_video_support()
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if device.type == "cuda":  # TF32 as in training's evaluations (resolve_precision)
+        torch.backends.cuda.matmul.allow_tf32 = resolve_precision(args, device, None, resumed=True)[1]
     learner = Learner(args, device)
     learner.load_state_dict(checkpoint["learner"])
+    workers = evaluation_workers(args, device)
     report = {"checkpoint": args.checkpoint, "eval_episodes": args.eval_episodes, "seed": args.seed, "tasks": {}}
     for task in [args.task]:
-        returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device)
+        returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device, workers)
         report["tasks"][task] = {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "returns": returns}
         print(f"{task}: {np.mean(returns):.1f} ± {np.std(returns):.1f} over {args.eval_episodes} episodes", flush=True)
         if args.capture_video:
