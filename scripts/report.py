@@ -90,6 +90,17 @@ def machines(runs: list[dict]) -> str:
     return text
 
 
+def gpus(runs: list[dict]) -> str | None:
+    """The GPUs the runs trained on, each with how many runs used it (`gpus` names the GPU of every process that
+    trained a run, None for one on a CPU); None where no run used one."""
+    counts = defaultdict(int)
+    for results in runs:
+        for gpu in {f"{g['name']} (compute capability {g['capability']}, {g['memory_gib']} GiB, CUDA {g['cuda']}, "
+                    f"driver {g['driver'] or 'unknown'})" for g in results.get("gpus") or [] if g}:
+            counts[gpu] += 1
+    return "; ".join(f"{gpu}: {n} run{'s' if n > 1 else ''}" for gpu, n in sorted(counts.items())) or None
+
+
 def check_one_precision_per_cell(runs: list[dict]) -> None:
     """A cell averages runs of one precision only: bf16 and fp32 runs are different measurements."""
     seen = defaultdict(lambda: defaultdict(list))
@@ -437,7 +448,8 @@ def main(args: Args) -> None:
              f"`python scripts/reproduce.py --scale {args.scale}` then `python scripts/report.py --scale {args.scale}`.",
              "", f"Scale flags: {flags}; precision {', '.join(precisions)}.", "",
              f"Code: commit(s) {', '.join(commits) or 'not recorded'}. Data (sha256): {', '.join(data) or 'not recorded'}.",
-             "", f"CPUs: {machines(runs)}.", "", *section(main_reading),
+             "", f"CPUs: {machines(runs)}.", "", *([f"GPUs: {gpus(runs)}.", ""] if gpus(runs) else []),
+             *section(main_reading),
              "## The seed report's Table 1 (5 seeds, its own datasets, 1000 epochs at the paper's size, best checkpoint)",
              "", *table_rows(SEED_TABLE, datasets=datasets), ""]
     for name in readings:

@@ -426,3 +426,16 @@ def test_cpu_wide_report_reads_equal_steps_at_8k_and_16k_the_plateau_and_csac_ag
     csac_bc = next(line for line in table.split("Probability of improvement, equal steps:")[1].splitlines()
                    if line.startswith("| medium | walk"))
     assert csac_bc.rstrip(" |").endswith("1.00 [1.00, 1.00]")  # every CSAC run above every BC run at B
+
+
+def test_report_names_every_gpu_the_runs_trained_on():
+    """Runs on a GPU are labelled by it (one entry per process, None for a process on a CPU); CPU-only runs give
+    no GPU line."""
+    import report
+
+    h200 = {"name": "NVIDIA H200", "capability": "9.0", "memory_gib": 139.8, "cuda": "12.8", "driver": "570.1"}
+    a100 = {"name": "NVIDIA A100", "capability": "8.0", "memory_gib": 39.4, "cuda": "12.8", "driver": None}
+    runs = [{"gpus": [h200, h200]}, {"gpus": [None, a100]}, {"gpus": [h200]}, {"gpus": [None]}, {}]
+    assert report.gpus(runs) == ("NVIDIA A100 (compute capability 8.0, 39.4 GiB, CUDA 12.8, driver unknown): 1 run; "
+                                 "NVIDIA H200 (compute capability 9.0, 139.8 GiB, CUDA 12.8, driver 570.1): 2 runs")
+    assert report.gpus([{"gpus": [None]}, {}]) is None
