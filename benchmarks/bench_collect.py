@@ -7,6 +7,9 @@ Each round runs each collector twice in a fresh process with one torch thread: o
 frames alone and once for those plus `--learning-steps` steps with a TD3 update each; the difference of
 the two wall times is the learning steps' time (start-up and the random frames cancel). Neither run can
 finish early: the targets are out of reach.
+
+--against is checked before any timing (one line and a non-zero exit if it is no commit here, or has no collector);
+Ctrl-C ends a run with one line (exit status 130).
 """
 
 from __future__ import annotations
@@ -18,22 +21,27 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
 import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "data"))
 from collect_td3 import cpu_description  # noqa: E402
+from walker_data import Range, check_ranges  # noqa: E402
+from bench_cli import check_revision, run_main  # noqa: E402
+
+COLLECTOR_FILES = ("data/collect_td3.py", "data/walker_data.py")
 
 
 @dataclass
 class Args:
     against: str = "4673938"
     """git revision of the collector to compare with (4673938: the last one before the one-run collector)"""
-    learning_steps: int = 3000
-    """timed env steps with learning"""
-    rounds: int = 3
-    """alternating rounds; the median of each collector's rounds is reported"""
+    learning_steps: Annotated[int, Range("[1, inf)")] = 3000
+    """timed env steps with learning, in [1, inf)"""
+    rounds: Annotated[int, Range("[1, inf)")] = 3
+    """alternating rounds; the median of each collector's rounds is reported; in [1, inf)"""
 
 
 def flags(today: bool, budget: int, folder: str) -> list[str]:
@@ -53,14 +61,12 @@ def wall_seconds(script: str, today: bool, budget: int) -> float:
 
 
 def main(args: Args) -> None:
+    commit = check_revision("--against", args.against, COLLECTOR_FILES)
     cpu = cpu_description()
     print(f"CPU: {cpu['model']}, {os.cpu_count()} cores, capability {cpu['capability']}, native bf16 "
-          f"{'yes' if cpu['native_bf16'] else 'no'}; one torch thread per collector\n")
+          f"{'yes' if cpu['native_bf16'] else 'no'}; one torch thread per collector\n", flush=True)
     with tempfile.TemporaryDirectory() as old_tree:
-        archive = subprocess.run(["git", "archive", args.against, "data/collect_td3.py", "data/walker_data.py"],
-                                 cwd=ROOT, capture_output=True)
-        if archive.returncode:
-            sys.exit(f"error: --against {args.against}: {archive.stderr.decode().strip()}")
+        archive = subprocess.run(["git", "archive", commit, *COLLECTOR_FILES], cwd=ROOT, capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", old_tree], input=archive.stdout, check=True)
         scripts = {args.against: (os.path.join(old_tree, "data", "collect_td3.py"), False),
                    "today": (os.path.join(ROOT, "data", "collect_td3.py"), True)}
@@ -78,4 +84,6 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    cli_args = tyro.cli(Args)
+    check_ranges(cli_args)
+    run_main(main, cli_args)

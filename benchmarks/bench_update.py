@@ -14,6 +14,11 @@ speed-up is a ratio measured in one run. --corl-cql times CORL's ContinuousCQL.t
 its unused imports stubbed) beside our update at the same size. --compile adds, per row, the same update under
 torch.compile against eager, and how long the compile took. The time-to-learn line reads the committed
 csac walk-medium runs of the cpu scale (results/cpu/runs/).
+
+Every input (sizes, --against's revision, --corl-cql's file) is checked before any timing: a fault is one line and
+a non-zero exit. Ctrl-C ends a run with one line (exit status 130); the rows printed so far stand. A section that
+fails (a row, the relabeling pass, the evaluation round) prints its error and the run goes on, so that on a GPU
+machine the CUDA rows come whatever failed before them; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import types
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -42,12 +48,16 @@ import mtcsac  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data"))
 from walker_data import Range, check_ranges  # noqa: E402  (the flag ranges of the data tools, shared)
+from bench_cli import check_choices, check_revision, run_main  # noqa: E402
 
 MODULES = {"bc": bc, "csac": csac, "mtcsac": mtcsac, "hcsac": hcsac}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {"paper": {"hidden_dim": 1024, "num_layers": 3, "batch_size": 1024},
          "3x256": {"hidden_dim": 256, "num_layers": 3, "batch_size": 256},  # CORL's cql.py size
-         "cpu": dict(csac.CPU_SCALE)}  # the scripts' --scale cpu
+         "cpu": dict(csac.CPU_SCALE),  # the scripts' --scale cpu
+         "cpu-wide": {"hidden_dim": 1024, "num_layers": 3, "batch_size": 256}}  # reproduce.py's cpu-wide scale
+CORL_WIDTH = 256  # the width of CORL's cql.py networks, fixed there
+CORL_NAMES = ("TrainConfig", "FullyConnectedQFunction", "TanhGaussianPolicy", "ContinuousCQL")  # what we call
 
 
 @dataclass
@@ -62,6 +72,8 @@ class Args:
     that a shared machine whose speed drifts during the run compares like with like; in [1, inf)"""
     warmup: Annotated[int, Range("[0, inf)")] = 3
     """untimed updates first, in [0, inf)"""
+    peak_matmul: Annotated[int, Range("[1, inf)")] = 4096
+    """n of the n x n matmul whose best time is the peak the updates are compared with, in [1, inf)"""
     cuda: bool = True
     """also benchmark CUDA when it is available"""
     relabel_rows: Annotated[int, Range("[1, inf)")] = 200_000
@@ -114,7 +126,7 @@ def sync(device: torch.device) -> None:
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 10) -> float:
     """Best GFLOP/s of an n x n matmul: the ceiling the updates are compared with."""
     if dtype == torch.bfloat16 and not csac.native_bf16(device):
-        n, repeats = 1024, 2  # emulated bf16 runs ~1 GFLOP/s: the 4096 matmul would take minutes
+        n, repeats = min(n, 1024), 2  # emulated bf16 runs ~1 GFLOP/s: the 4096 matmul would take minutes
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     best = float("inf")
@@ -196,6 +208,8 @@ def compare_compile(module, script_args, device: torch.device, args: Args) -> tu
 
 
 def time_relabel(device: torch.device, rows: int) -> float:
+    """hcsac.py's own relabeling pass (relabel_step: Q-values of every task, thresholds, the new D*) over `rows`
+    random transitions of the real shapes, paper-size critic."""
     args = hcsac.Args()
     learner = hcsac.Learner(args, device)
     data = {"observations": torch.randn(rows, 24, device=device), "actions": torch.rand(rows, 6, device=device) * 2 - 1,
@@ -203,9 +217,7 @@ def time_relabel(device: torch.device, rows: int) -> float:
             "task_ids": torch.arange(rows, device=device) % 2, "task_rewards": torch.rand(2, rows, device=device)}
     sync(device)
     start = time.perf_counter()
-    q_values = hcsac.conservative_q_values(learner, data, args.relabel_batch_size)
-    _, shared = hcsac.relabel(q_values, data["task_ids"], args.relabel_top)
-    hcsac.build_active_dataset(data, shared, args.relabel_reward)
+    hcsac.relabel_step(learner, data, args)
     sync(device)
     return time.perf_counter() - start
 
@@ -240,7 +252,10 @@ print(json.dumps(bench_update.time_update(module, args, torch.device("cpu"), {re
 def time_in_fresh_process(path: str, size: dict, bf16: bool, args: Args) -> float:
     code = TIMING_CHILD.format(bench_dir=os.path.dirname(os.path.abspath(__file__)), path=path, size=size, bf16=bf16,
                                threads=torch.get_num_threads(), repeats=args.repeats, warmup=args.warmup)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        last = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+        sys.exit(f"error: timing {path} at {size} failed in its process: {last}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -250,12 +265,9 @@ def median_ratio(slower: list[float], faster: list[float]) -> float:
 
 
 def csac_at_revision(revision: str, folder: str) -> str:
-    """Write csac.py as it was at `revision` into `folder`; returns its path."""
-    try:
-        source = subprocess.run(["git", "show", f"{revision}:csac.py"], capture_output=True, text=True, check=True,
-                                cwd=ROOT).stdout
-    except subprocess.CalledProcessError as exc:
-        raise SystemExit(f"error: --against {revision}: {exc.stderr.strip()}") from None
+    """Write csac.py as it was at `revision` (checked by check_inputs) into `folder`; returns its path."""
+    source = subprocess.run(["git", "show", f"{revision}:csac.py"], capture_output=True, text=True, check=True,
+                            cwd=ROOT).stdout
     path = os.path.join(folder, "csac_at_revision.py")
     with open(path, "w") as f:
         f.write(source)
@@ -289,7 +301,20 @@ def stub_attribute(name: str):
 
 def load_corl_cql(path: str):
     """CORL's cql.py imported unmodified; d4rl, gym, pyrallis and wandb (used by its training script, not by
-    the update) are stubbed so that they need not be installed."""
+    the update) are stubbed so that they need not be installed. A path that is not a readable Python file
+    defining what we call exits with one line."""
+    flag = f"--corl-cql {path}"
+    if not os.path.exists(path):
+        sys.exit(f"error: {flag}: no such file (CORL's algorithms/offline/cql.py)")
+    if not os.path.isfile(path):
+        sys.exit(f"error: {flag}: not a file (CORL's algorithms/offline/cql.py)")
+    try:
+        with open(path, "rb") as f:
+            compile(f.read(), path, "exec")
+    except OSError as exc:
+        sys.exit(f"error: {flag}: cannot be read ({exc.strerror})")
+    except (SyntaxError, ValueError) as exc:
+        sys.exit(f"error: {flag}: not a Python file ({type(exc).__name__}: {exc})")
     for name in ("d4rl", "gym", "pyrallis", "wandb"):
         if name not in sys.modules:
             stub = types.ModuleType(name)
@@ -297,11 +322,15 @@ def load_corl_cql(path: str):
             sys.modules[name] = stub
     sys.modules["pyrallis"].wrap = lambda *a, **k: (lambda function: function)
     spec = importlib.util.spec_from_file_location("corl_cql", path)
-    if spec is None or not os.path.isfile(path):
-        raise SystemExit(f"error: --corl-cql {path}: no such file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # its own imports or code: name the file and the fault
+        sys.exit(f"error: {flag}: importing it failed ({type(exc).__name__}: {exc})")
+    missing = [name for name in CORL_NAMES if not hasattr(module, name)]
+    if missing:
+        sys.exit(f"error: {flag}: defines no {', '.join(missing)} (is it CORL's algorithms/offline/cql.py?)")
     return module
 
 
@@ -337,15 +366,16 @@ def time_corl_update(corl, size: dict, repeats: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-def compare_with_corl(args: Args) -> None:
-    corl = load_corl_cql(args.corl_cql)
-    print(f"\nCORL cql.py vs our csac update, CPU, {torch.get_num_threads()} threads, same process, alternating:\n")
+def compare_with_corl(args: Args, corl) -> None:
+    left_out = [size for size in args.sizes if SIZES[size]["hidden_dim"] != CORL_WIDTH]
+    print(f"\nCORL cql.py vs our csac update, CPU, {torch.get_num_threads()} threads, same process, alternating"
+          + (f" ({', '.join(left_out)} left out: CORL's networks are {CORL_WIDTH} wide)" if left_out else "") + ":\n")
     print("| size | CORL fp32 ms | ours fp32 ms | ours bf16 ms | CORL / ours fp32 | CORL / ours bf16 |")
     print("|---|---|---|---|---|---|")
     keep_freed_memory(csac)  # as csac.py's train() does; CORL's timing gains from it too
     for size in args.sizes:
-        if size == "paper":
-            continue  # CORL's networks are 256 wide
+        if size in left_out:
+            continue
         ours = {p: [] for p in ("fp32", "bf16")}
         theirs = []
         for _ in range(args.rounds):
@@ -375,51 +405,93 @@ def time_to_learn(threshold: float = 300.0) -> None:
         print(f"  {os.path.basename(path)}: {where}; {flags}")
 
 
+def check_inputs(args: Args):
+    """Every input checked before any timing, a fault exiting with one line: the names of --sizes, --algorithms and
+    --precisions, --against's revision, --corl-cql's file. Returns CORL's module (or None)."""
+    check_choices("--sizes", args.sizes, SIZES)
+    check_choices("--algorithms", args.algorithms, MODULES)
+    check_choices("--precisions", args.precisions, ("fp32", "bf16"))
+    if args.against:
+        check_revision("--against", args.against, ("csac.py",))
+    return load_corl_cql(args.corl_cql) if args.corl_cql else None
+
+
+def benchmark_devices(args: Args) -> list[torch.device]:
+    return [torch.device("cpu")] + ([torch.device("cuda")] if args.cuda and torch.cuda.is_available() else [])
+
+
+def section(failures: list[str], name: str, function, *arguments):
+    """function(*arguments), or None where it raises: its traceback and one line go to stderr and the run goes on
+    (on a GPU machine the CUDA rows follow the CPU's: a fault in a CPU row or extra must not take them away)."""
+    try:
+        return function(*arguments)
+    except Exception as exc:
+        traceback.print_exc()
+        print(f"error: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        failures.append(name)
+        return None
+
+
 def main(args: Args) -> None:
+    corl = check_inputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.against:
         compare_with_revision(args)
-    if args.corl_cql:
-        compare_with_corl(args)
-    if args.against or args.corl_cql:
+    if corl:
+        compare_with_corl(args, corl)
+    if args.against or corl:
         time_to_learn()
         return
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if args.cuda and torch.cuda.is_available() else [])
-    for device in devices:
+    failures: list[str] = []
+    for device in benchmark_devices(args):
         if device.type == "cpu":
             keep_freed_memory(csac)  # as the scripts' train() does on CPU
         cpu = csac.cpu_description()
         name = torch.cuda.get_device_name() if device.type == "cuda" else (
             f"CPU {cpu['model']} ({cpu['capability']}, native bf16 {'yes' if cpu['native_bf16'] else 'no'}), "
             f"{torch.get_num_threads()} threads")
-        peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
-        print(f"\n## {name}: matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s\n")
+        peaks = {precision: matmul_peak(device, {"fp32": torch.float32, "bf16": torch.bfloat16}[precision],
+                                        args.peak_matmul) for precision in args.precisions}
+        print(f"\n## {name}: matmul peak " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peaks.items()) + "\n")
         print("| algorithm | size | precision | ms/update | updates/s | GFLOP/update | GFLOP/s | % of peak |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|", flush=True)
         for size, algorithm, precision, module, script_args in table_rows(args):
-            seconds = time_update(module, script_args, device, args.repeats, args.warmup)
+            row = f"{algorithm} {size} {precision} update on {device.type}"
+            seconds = section(failures, row, time_update, module, script_args, device, args.repeats, args.warmup)
             gflop = update_gflop(algorithm, script_args)
-            print(f"| {algorithm} | {size} | {precision} | {seconds * 1e3:.1f} | {1 / seconds:.1f} | "
-                  f"{gflop:.1f} | {gflop / seconds:.0f} | {100 * gflop / seconds / peaks[precision]:.0f}% |", flush=True)
+            print(f"| {algorithm} | {size} | {precision} | " + (
+                "failed (stderr says why) | | | | |" if seconds is None else
+                f"{seconds * 1e3:.1f} | {1 / seconds:.1f} | {gflop:.1f} | {gflop / seconds:.0f} | "
+                f"{100 * gflop / seconds / peaks[precision]:.0f}% |"), flush=True)
         if args.compile:
             print(f"\ntorch.compile vs eager, {name}, alternating rounds in this process:\n")
             print("| algorithm | size | precision | eager ms | compiled ms | speed-up | first compiled call s |")
-            print("|---|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|", flush=True)
             for size, algorithm, precision, module, script_args in table_rows(args):
-                eager, compiled_s, speed_up, compile_s = compare_compile(module, script_args, device, args)
-                print(f"| {algorithm} | {size} | {precision} | {eager * 1e3:.1f} | {compiled_s * 1e3:.1f} | "
-                      f"{speed_up:.2f}x | {compile_s:.1f} |", flush=True)
+                row = f"{algorithm} {size} {precision} compiled update on {device.type}"
+                timings = section(failures, row, compare_compile, module, script_args, device, args)
+                print(f"| {algorithm} | {size} | {precision} | " + (
+                    "failed (stderr says why) | | | |" if timings is None else
+                    "{:.1f} | {:.1f} | {:.2f}x | {:.1f} |".format(timings[0] * 1e3, timings[1] * 1e3, *timings[2:])),
+                    flush=True)
         if args.skip_extras:
             continue
         # hcsac scores the data in fp32 even under --bf16, so one measurement covers both
-        relabel_s = time_relabel(device, args.relabel_rows)
-        forward_s = time_relabel_baseline(device, args.relabel_rows)
-        print(f"\nrelabeling pass over {args.relabel_rows} transitions (paper size, fp32): {relabel_s:.2f} s; "
-              f"one plain forward of both critics over the same rows for each task: {forward_s:.2f} s "
-              f"(ratio {relabel_s / forward_s:.2f})")
-        print(f"evaluation round ({args.eval_episodes} episodes per task, paper-size actor): "
-              f"{time_evaluation(device, args.eval_episodes):.1f} s")
+        relabel_s = section(failures, f"relabeling pass on {device.type}", time_relabel, device, args.relabel_rows)
+        forward_s = section(failures, f"relabeling baseline on {device.type}", time_relabel_baseline, device,
+                            args.relabel_rows)
+        if relabel_s is not None and forward_s is not None:
+            print(f"\nrelabeling pass over {args.relabel_rows} transitions (paper size, fp32): {relabel_s:.2f} s; "
+                  f"one plain forward of both critics over the same rows for each task: {forward_s:.2f} s "
+                  f"(ratio {relabel_s / forward_s:.2f})", flush=True)
+        evaluation_s = section(failures, f"evaluation round on {device.type}", time_evaluation, device,
+                               args.eval_episodes)
+        if evaluation_s is not None:
+            print(f"evaluation round ({args.eval_episodes} episodes per task, paper-size actor): {evaluation_s:.1f} s",
+                  flush=True)
+    if failures:
+        sys.exit(f"error: {len(failures)} part(s) of the benchmark failed (tracebacks above): {'; '.join(failures)}")
 
 
 def time_relabel_baseline(device: torch.device, rows: int) -> float:
@@ -436,6 +508,6 @@ def time_relabel_baseline(device: torch.device, rows: int) -> float:
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
-    check_ranges(args)
-    main(args)
+    cli_args = tyro.cli(Args)
+    check_ranges(cli_args)
+    run_main(main, cli_args)
