@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Literal, get_type_hints
@@ -91,6 +92,9 @@ class Args:
     natively (compute capability 8.0+) and off on a CPU (--scale cpu: on where the CPU computes it natively)"""
     compile: bool = False
     """torch.compile the update (on CUDA in mode reduce-overhead, i.e. with CUDA graphs)"""
+    cuda_graph: bool = False
+    """on CUDA, record the whole update once as one CUDA graph and replay it at every step (CUDAGraphUpdate); opt-in
+    until a GPU has measured it; on a CPU the update runs eagerly (a line says so)"""
     track: bool = False
     """log to Weights & Biases (imported only when asked)"""
     wandb_project_name: str = "hcsac"
@@ -425,12 +429,17 @@ class Learner:
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.zeros((), device=device, requires_grad=True)
         self.target_entropy = -float(ACT_DIM)  # Eq. 5-6: minimum entropy -|A|
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=args.actor_lr, fused=True)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=args.critic_lr, fused=True)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=args.actor_lr, fused=True)
+        # --cuda-graph: optimisers a CUDA graph can capture (fused Adam computes the same either way; on CPU eager)
+        self.capturable = args.cuda_graph and device.type != "cpu"
+        adam = {"fused": True, "capturable": self.capturable}
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=args.actor_lr, **adam)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=args.critic_lr, **adam)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=args.actor_lr, **adam)
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.bf16)
+        # no cache of the bf16 weights where a CUDA graph captures the update (PyTorch's CUDA graph notes)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.bf16,
+                              cache_enabled=not self.capturable)
 
     def state_dict(self) -> dict:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
@@ -447,6 +456,9 @@ class Learner:
             raise UsageError(f"the checkpoint does not fit this network: {str(exc).splitlines()[0]}") from None
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
+        for optimizer in (self.actor_optimizer, self.critic_optimizer, self.alpha_optimizer):
+            for group in optimizer.param_groups:  # this run's --cuda-graph, not the checkpoint's
+                group["capturable"] = self.capturable
 
     def update(self, obs, task_ids, actions, rewards, next_obs) -> dict[str, torch.Tensor]:
         """One step on a batch. Metrics stay on the device (no host sync) until they are logged."""
@@ -591,6 +603,12 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
     fp32_seconds = warn_if_bf16_is_emulated(args, device, tuple(data[key][:args.batch_size] for key in (
         "observations", "task_ids", "actions", "rewards", "next_observations")))
     update = learner.update
+    if args.cuda_graph and args.compile:
+        raise UsageError("--cuda-graph and --compile both record CUDA graphs of the update; choose one")
+    if args.cuda_graph and device.type == "cuda":
+        update = CUDAGraphUpdate(learner)  # recorded at the first step, after a resume has loaded its checkpoint
+    elif args.cuda_graph:
+        print("--cuda-graph applies only on CUDA: the update runs eagerly here", flush=True)
     if args.compile:
         update = torch.compile(update, mode="reduce-overhead" if device.type == "cuda" else None)
 
@@ -609,7 +627,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         set_rng_states(checkpoint["rng"], device)
         resume_at = checkpoint.get("resume_at")  # where a signal stopped the run mid-epoch
         check_same_data(run_dir, checkpoint.get("data", data_digests), data_digests)
-        print(f"resuming {run_dir} after epoch {checkpoint['epoch']} (step {global_step})", flush=True)
+        print(f"resuming {run_dir} at {stop_point(global_step, checkpoint)}", flush=True)
 
     if args.track:
         import wandb
@@ -640,7 +658,8 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         writer.add_scalar("charts/SPS", sps, global_step)
         if step_metrics.count:
             log_metrics(writer, progress, step_metrics.pop_means(), global_step)
-        line = f"epoch {epoch}/{args.epochs} step {global_step}"
+        rest_of_epoch = 0 if position is None else (len(position["permutation"]) - position["next_begin"]) // args.batch_size
+        line = f"epoch {epoch}/{final_epoch(args, epoch, global_step, rest_of_epoch, len(data['observations']) // args.batch_size)} step {global_step}"
         for task in tasks:
             returns = evaluate(learner.actor, task, args.eval_episodes, args.seed, device, workers)
             history[task].append({"epoch": epoch, "step": global_step, "train_seconds": round(train_seconds, 1),
@@ -683,7 +702,8 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
                 save_checkpoint(checkpoint_path, {**snapshot(epoch - 1),
                                                   "resume_at": within_epoch(permutation, begin + args.batch_size)})
                 writer.close()
-                raise Preempted(f"{preemption.requested} after gradient step {global_step} (epoch {epoch}); "
+                progress.close()  # the stop line below starts on a line of its own
+                raise Preempted(f"{preemption.requested} at {stop_point(global_step, {'epoch': epoch - 1, 'resume_at': 1})}; "
                                 f"checkpoint written to {checkpoint_path}; continue with --resume {run_dir}")
         step_metrics.check(epoch, checkpoint_path)  # one host sync per epoch
         progress.end_of_epoch(global_step)
@@ -708,16 +728,21 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
         save_checkpoint(os.path.join(run_dir, "model.pt"),
                         {"algorithm": ALGORITHM, "args": asdict(args), "learner": learner.state_dict()})
     writer.close()
+    finals = ", ".join(f"{task} {results['tasks'][task]['final']['mean']:.1f}" for task in tasks)
+    print(f"done: final return {finals} ({args.eval_episodes} episodes each) after {global_step} gradient steps; "
+          f"results in {os.path.join(run_dir, 'results.json')}"
+          + (f", model in {os.path.join(run_dir, 'model.pt')}" if args.save_model else ""), flush=True)
     return results
 
 
 # ======================================================================================================
 # Machinery, not the algorithm: checkpoints and resume, the run's bookkeeping, progress,
-# per-step metrics (means, non-finite guard), CPU speed (memory, fused layers), video, evaluation only.
+# per-step metrics (means, non-finite guard), CPU speed (memory, fused layers), one CUDA graph
+# per update (GPU speed), video, evaluation only.
 # ======================================================================================================
 # may differ on --resume (data_dir too: a resume checks the data files themselves by their sha256)
 RESUMABLE_CHANGES = {"epochs", "resume", "run_name", "track", "cuda", "save_model", "compile", "log_every",
-                     "data_dir", "eval_workers"}
+                     "data_dir", "eval_workers", "cuda_graph"}
 EVAL_ONLY_CHANGES = RESUMABLE_CHANGES | {"eval_only", "checkpoint", "eval_episodes", "seed", "capture_video",
                                          "eval_every", "bf16", "compile", "exp_name",
                                          "scale"}
@@ -727,6 +752,22 @@ def planned_steps(args: Args, done_steps: int, next_epoch: int, steps_per_epoch:
     """The gradient steps the run will have made at its end: the remaining epochs', capped by --max-steps."""
     steps = done_steps + (args.epochs - next_epoch + 1) * steps_per_epoch
     return steps if args.max_steps is None else min(steps, args.max_steps)
+
+
+def final_epoch(args: Args, epoch: int, step: int, rest_of_epoch: int, steps_per_epoch: int) -> int:
+    """The epoch the run ends in: --epochs, or under --max-steps the epoch its last step falls in (at this
+    epoch's size), so that a progress line never counts epochs the budget does not hold."""
+    if args.max_steps is None:
+        return args.epochs
+    later_steps = max(0, args.max_steps - step - rest_of_epoch)
+    return min(args.epochs, epoch + math.ceil(later_steps / max(1, steps_per_epoch)))
+
+
+def stop_point(step: int, checkpoint: dict) -> str:
+    """Where a checkpoint stands, in the same words for the stop that wrote it and the resume that reads it."""
+    if checkpoint.get("resume_at") is not None:
+        return f"gradient step {step} (in epoch {checkpoint['epoch'] + 1})"
+    return f"gradient step {step} (after epoch {checkpoint['epoch']})"
 
 
 def synchronized_time(device: torch.device) -> float:
@@ -968,13 +1009,13 @@ class Progress:
                 return (f"hint: bf16 is emulated on this CPU; without --bf16 (fp32) the remaining updates take about "
                         f"{format_duration(fp32_remaining)}")
             hint = (f"hint: bf16 is emulated on this CPU, and in fp32 the remaining updates still take about "
-                    f"{format_duration(fp32_remaining)}: a GPU-sized run here; use a GPU (with --bf16 --compile there)")
+                    f"{format_duration(fp32_remaining)}: a GPU-sized run here; use a GPU (bf16 by default there)")
         elif self.cpu_sized:
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
             return (f"hint: a CPU-sized run, slow here: other work may share this CPU (load average {load:.1f} on "
                     f"{os.cpu_count()} cores); on an idle CPU the cost line is the figure to trust")
         else:
-            hint = "hint: a GPU-sized run for this CPU; use a GPU (with --bf16 --compile there)"
+            hint = "hint: a GPU-sized run for this CPU; use a GPU (bf16 by default there)"
         return hint + (", or --scale cpu (a CPU-sized run, results/cpu)" if self.suggest_scale else "")
 
     def plain_line(self, step: int) -> None:
@@ -1219,6 +1260,104 @@ def onednn_member_forward(net: nn.Sequential, member: int, x: torch.Tensor) -> t
         return F.linear(x, linears[-1].weight[member].T.to(dtype), linears[-1].bias[member, 0].to(dtype))
 
 
+class CUDAGraphUpdate:
+    """--cuda-graph on CUDA: the whole Learner.update (forward, backward, the three optimiser steps, the target
+    update) recorded once as one CUDA graph and replayed at every step. Why: eagerly an update is hundreds of
+    kernel launches, each microseconds of Python and driver work; at the paper's size in bf16 the GPU runs the
+    kernels faster than they are launched (launch-bound), and a replay is one launch. PyTorch's whole-network
+    capture (torch.cuda.graph, "CUDA Graphs" in its CUDA semantics notes), recorded at the first step (after a
+    resume has loaded its checkpoint) with capturable optimisers and no autocast weight cache (Learner). Each
+    step copies its batch into the graph's static inputs, so that the graph reads no dataset tensor (hcsac
+    rebuilds its dataset at each relabeling). The metrics returned are the graph's static outputs, overwritten by
+    the next replay: the caller consumes them before (StepMetrics.observe stacks them into a tensor of its own,
+    queued on this stream ahead of the next replay, so stream order has it read this step's values)."""
+
+    WARMUP_UPDATES = 3  # the first creates the optimisers' state; autograd and cuBLAS settle their buffers
+
+    def __init__(self, learner: Learner):
+        if not learner.capturable:
+            raise ValueError("CUDAGraphUpdate needs a Learner made with --cuda-graph on CUDA (capturable optimisers)")
+        self.learner, self.graph, self.inputs, self.outputs = learner, None, [], {}
+
+    def __call__(self, *batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.graph is None:
+            self.record(batch)
+        for static, value in zip(self.inputs, batch, strict=True):
+            static.copy_(value)
+        self.graph.replay()
+        return self.outputs
+
+    def record(self, batch: tuple[torch.Tensor, ...]) -> None:
+        """Warm-up updates on a side stream, then the capture; the warm-up's changes (weights, optimiser state,
+        random generator) are undone in place, so the run computes what it would have without them."""
+        learner, device = self.learner, self.learner.device
+        self.inputs = [value.clone() for value in batch]
+        saved = snapshot_learner(learner)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), warnings.catch_warnings():
+            # capturable optimisers stepped outside a capture: on purpose here, no warning
+            warnings.filterwarnings("ignore", "This instance was constructed with capturable=True")
+            for _ in range(self.WARMUP_UPDATES):
+                learner.update(*self.inputs)
+        torch.cuda.current_stream(device).wait_stream(side)
+        for optimizer in optimizers(learner):
+            optimizer.zero_grad(set_to_none=True)  # the gradients are then allocated in the graph's memory
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = learner.update(*self.inputs)
+        restore_learner(learner, saved)
+
+
+def optimizers(learner: Learner) -> list[torch.optim.Optimizer]:
+    return [value for value in vars(learner).values() if isinstance(value, torch.optim.Optimizer)]
+
+
+def snapshot_learner(learner: Learner) -> dict:
+    """Copies of all that an update changes: every network's parameters and buffers, the learner's other tensors,
+    the optimisers' state, and the random generator of the learner's device (what restore_learner puts back)."""
+    saved = {"rng": device_rng_state(learner.device)}
+    for name, value in vars(learner).items():
+        if isinstance(value, nn.Module):
+            saved[name] = {key: tensor.detach().clone() for key, tensor in value.state_dict(keep_vars=True).items()}
+        elif isinstance(value, torch.Tensor):
+            saved[name] = value.detach().clone()
+        elif isinstance(value, torch.optim.Optimizer):
+            saved[name] = {param: {key: tensor.clone() for key, tensor in state.items()}
+                           for param, state in value.state.items()}
+    return saved
+
+
+@torch.no_grad()
+def restore_learner(learner: Learner, saved: dict) -> None:
+    """Back to snapshot_learner's `saved`, in place (copy_: a CUDA graph keeps the tensors' addresses); optimiser
+    state made since (by a first update) is reset to what Adam starts from, zeros at step 0."""
+    for name, value in vars(learner).items():
+        if isinstance(value, nn.Module):
+            for key, tensor in value.state_dict(keep_vars=True).items():
+                tensor.copy_(saved[name][key])
+        elif isinstance(value, torch.Tensor):
+            value.copy_(saved[name])
+        elif isinstance(value, torch.optim.Optimizer):
+            for param, state in value.state.items():
+                for key, tensor in state.items():
+                    if param in saved[name]:
+                        tensor.copy_(saved[name][param][key])
+                    else:
+                        tensor.zero_()
+    if learner.device.type == "cuda":
+        torch.cuda.set_rng_state(saved["rng"], learner.device)
+    elif learner.device.type == "cpu":
+        torch.set_rng_state(saved["rng"])
+
+
+def device_rng_state(device: torch.device) -> torch.Tensor | None:
+    """The state of the random generator an update on `device` draws from (None for a device without one: meta)."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    return torch.get_rng_state() if device.type == "cpu" else None
+
+
 class StepMetrics:
     """Every step's metrics, kept on the device without a host sync: their sums since the last log (a logged value
     is the mean over those steps, not the last batch's) and the first step whose metrics were NaN or inf."""
@@ -1273,6 +1412,10 @@ class Preemption:
         self.previous = {sig: signal.signal(sig, self.request) for sig in self.SIGNALS}
 
     def request(self, signum, frame) -> None:
+        if self.requested is None:  # said at once: a paper-size update can take seconds on a CPU
+            print(f"\n{signal.Signals(signum).name}: finishing the current gradient step, then a checkpoint"
+                  + (" (Ctrl-C again stops at once, without one)" if signum == signal.SIGINT else ""),
+                  file=sys.stderr, flush=True)
         self.requested = self.requested or signal.Signals(signum).name
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -1399,7 +1542,10 @@ def evaluate_checkpoint(args: Args, checkpoint: dict) -> dict:
         print(f"{task}: {np.mean(returns):.1f} ± {np.std(returns):.1f} over {args.eval_episodes} episodes", flush=True)
         if args.capture_video:
             print(f"video: {capture_video(learner.actor, task, args.seed, device, os.path.dirname(args.checkpoint))}")
-    write_json(os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.json"), report)
+    path = os.path.join(os.path.dirname(args.checkpoint), "eval.json")
+    write_json(path, report)
+    finals = ", ".join(f"{task} {entry['mean']:.1f}" for task, entry in report["tasks"].items())
+    print(f"done: {finals} over {args.eval_episodes} episodes each; written to {path}", flush=True)
     return report
 
 

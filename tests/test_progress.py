@@ -187,3 +187,18 @@ def test_logged_loss_is_the_mean_of_the_steps_since_the_previous_log(tiny_data_d
     assert logged[2] != pytest.approx(per_step[1]["critic_loss"], rel=1e-5)  # a mean, not the last batch
     alpha = {event.step: event.value for event in events.Scalars("charts/alpha")}
     assert alpha[4] == pytest.approx((per_step[2]["alpha"] + per_step[3]["alpha"]) / 2, rel=1e-6)
+
+
+def test_a_step_budget_counts_only_the_epochs_it_holds():
+    """The evaluation line's epoch total: --epochs, or under --max-steps the epoch the last step falls in."""
+    import hcsac
+
+    args = hcsac.Args(epochs=1000, max_steps=8000)
+    assert hcsac.final_epoch(args, 1, 0, 398, 398) == 21  # 8000 steps of 398 end in epoch 21 (20 x 398 = 7960)
+    assert hcsac.final_epoch(args, 5, 2000, 0, 400) == 20  # a bigger D* after a relabeling: fewer epochs
+    assert hcsac.final_epoch(args, 20, 7900, 100, 400) == 20  # the rest of this epoch holds the budget
+    assert hcsac.final_epoch(hcsac.Args(epochs=30), 3, 1000, 0, 400) == 30  # no step budget: --epochs
+    assert hcsac.final_epoch(hcsac.Args(epochs=2, max_steps=10**6), 1, 0, 7, 7) == 2  # --epochs ends it first
+    checkpoint = {"epoch": 18, "resume_at": {"next_begin": 512}}
+    assert hcsac.stop_point(7558, checkpoint) == "gradient step 7558 (in epoch 19)"
+    assert hcsac.stop_point(7560, {"epoch": 19}) == "gradient step 7560 (after epoch 19)"

@@ -22,7 +22,7 @@ import walker_data
 # The ranges we mean, written out here so that a script whose range drifts fails.
 COMMON = {"seed": "[0, 4294967295]", "epochs": "[1, inf)", "batch_size": "[1, inf)", "hidden_dim": "[1, inf)",
           "num_layers": "[1, inf)", "eval_every": "[1, inf)", "eval_episodes": "[1, inf)", "log_every": "[1, inf)",
-          "max_steps": "[1, inf)", "eval_every_steps": "[1, inf)"}
+          "max_steps": "[1, inf)", "eval_every_steps": "[1, inf)", "eval_workers": "[0, inf)"}
 CQL = {**COMMON, "critic_lr": "(0, inf)", "actor_lr": "(0, inf)", "tau": "(0, 1]", "gamma": "[0, 1)",
        "cql_weight": "[0, inf)", "num_sampled_actions": "[1, inf)"}
 EXPECTED = {
@@ -65,7 +65,7 @@ def cases():
     for module, expected in EXPECTED.items():
         defaults = module.Args.__dataclass_fields__
         for name, interval in expected.items():
-            integer = isinstance(defaults[name].default, int) or name in ("seeds", "ray_cpus", "max_steps", "eval_every_steps")
+            integer = isinstance(defaults[name].default, int) or name in ("seeds", "ray_cpus", "max_steps", "eval_every_steps", "eval_workers")
             for value in outside_values(interval, integer):
                 yield pytest.param(module, name, interval, value, id=f"{module.__name__}-{name}={value}")
 

@@ -34,13 +34,13 @@ def test_killed_or_preempted_run_resumes_to_the_same_results(script, tiny_data_d
 
     checkpoint = tmp_path / "runs" / "killed" / "checkpoint.pt"
     kill_at_first_checkpoint(script, *flags, "--run-name", "killed", checkpoint=checkpoint, cwd=tmp_path)
-    saved_epoch = torch.load(checkpoint, weights_only=False)["epoch"]
-    assert saved_epoch < 4, "the run finished before it could be killed"
+    killed_at = torch.load(checkpoint, weights_only=False)
+    assert killed_at["epoch"] < 4, "the run finished before it could be killed"
     assert not (tmp_path / "runs" / "killed" / "results.json").exists()
 
     result = run_script(script, "--resume", "runs/killed", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert f"resuming runs/killed after epoch {saved_epoch}" in result.stdout
+    assert f"resuming runs/killed at gradient step {killed_at['global_step']} (" in result.stdout
     assert_same_run(tmp_path / "runs" / "killed", whole)
 
     # SIGTERM (preemption): the run checkpoints after the current gradient step, mid-epoch, and exits with 75.
@@ -53,11 +53,14 @@ def test_killed_or_preempted_run_resumes_to_the_same_results(script, tiny_data_d
     process.join()
     stderr = (tmp_path / "stopped.err").read_text()
     assert process.exitcode == 75, stderr
-    assert "stopped: SIGTERM after gradient step" in stderr and "--resume runs/stopped" in stderr
+    assert "SIGTERM: finishing the current gradient step, then a checkpoint\n" in stderr
     saved = torch.load(checkpoint, weights_only=False)
     assert saved["global_step"] > first_step and "resume_at" in saved  # a fresh checkpoint, taken mid-epoch
+    stop = f"SIGTERM at gradient step {saved['global_step']} (in epoch {saved['epoch'] + 1})"
+    assert f"\nstopped: {stop}" in stderr and "--resume runs/stopped" in stderr  # on a line of its own
     result = run_script(script, "--resume", "runs/stopped", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert f"resuming runs/stopped at {stop[len('SIGTERM at '):]}" in result.stdout  # the stop's own words
     assert_same_run(tmp_path / "runs" / "stopped", whole)
 
 
@@ -90,6 +93,8 @@ def test_eval_only_reproduces_the_final_evaluation(tiny_data_dir, tmp_path):
             report = json.load(f)
         assert {task: entry["returns"] for task, entry in report["tasks"].items()} == expected
         assert "walk:" in result.stdout and "±" in result.stdout
+        means = ", ".join(f"{task} {entry['mean']:.1f}" for task, entry in report["tasks"].items())
+        assert result.stdout.splitlines()[-1] == f"done: {means} over 2 episodes each; written to runs/r/eval.json"
 
 
 def test_capture_video_without_a_renderer_says_what_is_missing(tiny_data_dir, tmp_path):

@@ -48,6 +48,11 @@ def test_script_runs_end_to_end(script, tiny_data_dir, tmp_path):
     assert results["args"]["hidden_dim"] == 32 and results["versions"]["torch"]
     assert (tmp_path / "runs" / "tiny" / "model.pt").exists()
     assert "gradient steps per epoch" in result.stdout and "epoch 2/2" in result.stdout
+    # the run's last line says where its files went and what it scored
+    finals = ", ".join(f"{task} {results['tasks'][task]['final']['mean']:.1f}" for task in SCRIPTS[script])
+    assert result.stdout.splitlines()[-1] == (
+        f"done: final return {finals} (2 episodes each) after {results['gradient_steps']} gradient steps; "
+        f"results in runs/tiny/results.json, model in runs/tiny/model.pt")
     # Without a terminal: plain lines, the measured cost before the first evaluation, no progress-bar redraws.
     assert result.stdout.index("cost: ") < result.stdout.index("epoch 1/2")
     assert "ms per update" in result.stdout and "\r" not in result.stdout and "%|" not in result.stdout
