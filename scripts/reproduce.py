@@ -455,8 +455,10 @@ class LocalRuns:
             self.running.discard(process)
 
 
-def execute(run: Run, args: Args, threads: int, local_runs: LocalRuns | None = None) -> tuple[Run, int, float]:
-    """Run one script to its end (or its preemption); copy its results.json when it finished."""
+def execute(run: Run, args: Args, threads: int,
+            local_runs: LocalRuns | None = None) -> tuple[Run, int, float | None]:
+    """Run one script to its end (or its preemption); copy its results.json when it finished. The seconds are None
+    for a run that never started (queued when the grid was stopped)."""
     run_dir = os.path.join(args.workdir, "runs", args.scale, run.name)
     os.makedirs(run_dir, exist_ok=True)
     with hold_run_folder(run, run_dir) as lock:  # held from here into the run's process
@@ -476,7 +478,7 @@ def execute(run: Run, args: Args, threads: int, local_runs: LocalRuns | None = N
         process = local_runs.start(popen) if local_runs else popen()
     with log:  # the run's process holds the lock now (and its own copy of the log)
         if process is None:
-            return run, PREEMPTED, 0.0
+            return run, PREEMPTED, None
         try:
             code = process.wait()
         except KeyboardInterrupt:  # a cancelled Ray task: let the run checkpoint before it goes
@@ -498,7 +500,9 @@ def execute(run: Run, args: Args, threads: int, local_runs: LocalRuns | None = N
     return run, code, time.time() - start
 
 
-def describe(run: Run, code: int, seconds: float, start: float) -> str:
+def describe(run: Run, code: int, seconds: float | None, start: float) -> str:
+    if seconds is None:
+        return f"[{(time.time() - start) / 60:6.1f} min] {run.name}: not started (the grid was stopping)"
     if code < 0:  # the run's process was killed (SIGKILL, OOM): the same command resumes it from its checkpoint
         failed = f"FAILED (killed by {signal.Signals(-code).name}; the same command resumes it from its checkpoint)"
     else:

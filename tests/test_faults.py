@@ -160,13 +160,16 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_last_checkpoint(t
     assert not (tiny_disk / "runs" / "full" / "results.json").exists()
 
 
-def test_the_grid_log_names_a_killed_run_as_killed():
+def test_the_grid_log_names_killed_stopped_and_unstarted_runs():
     import reproduce
 
     run = reproduce.Run("bc", "medium", 0, "walk")
     assert "FAILED (killed by SIGKILL; the same command resumes it from its checkpoint)" in \
         reproduce.describe(run, -9, 60.0, 0.0)
     assert "FAILED (exit 1, see its stdout.log)" in reproduce.describe(run, 1, 60.0, 0.0)
+    assert reproduce.describe(run, reproduce.PREEMPTED, 60.0, 0.0).endswith(
+        "stopped (the same command resumes it from its checkpoint) in 1.0 min")
+    assert reproduce.describe(run, reproduce.PREEMPTED, None, 0.0).endswith("not started (the grid was stopping)")
 
 
 # ------------------------------------------------------------------ a seeded schedule of faults on one grid
