@@ -1124,7 +1124,8 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def cpu_description() -> dict:
-    """What a results file needs to say about the CPU: its model, vector capability and native bf16."""
+    """What a results file needs to say about the CPU: its model, vector capability, native bf16, and the torch
+    threads the process used (a bf16 run's sums depend on them)."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -1132,7 +1133,7 @@ def cpu_description() -> dict:
     except OSError:
         pass
     return {"model": model, "capability": torch.backends.cpu.get_cpu_capability(),
-            "native_bf16": native_bf16(torch.device("cpu"))}
+            "native_bf16": native_bf16(torch.device("cpu")), "threads": torch.get_num_threads()}
 
 
 def gpu_description(device: torch.device) -> dict | None:

@@ -74,13 +74,15 @@ def precision(results: dict) -> str:
 
 def machines(runs: list[dict]) -> str:
     """The CPUs the runs trained on, each with how many runs used it. `cpus` names the machine of every process
-    that trained a run (None: one from before it was recorded); older results have `cpu`, the last one's alone."""
+    that trained a run (None: one from before it was recorded) and, in newer results, its torch threads; older
+    results have `cpu`, the last one's alone."""
     counts, incomplete = defaultdict(int), 0
     for results in runs:
         cpus = results.get("cpus") or (
             [None] * (len(results.get("code", [])) - 1) + [results["cpu"]] if results.get("cpu") else [])
         incomplete += None in cpus
-        for cpu in {f"{c['model']} ({c['capability']}, {'native' if c['native_bf16'] else 'emulated'} bf16)"
+        for cpu in {f"{c['model']} ({c['capability']}, {'native' if c['native_bf16'] else 'emulated'} bf16"
+                    + (f", {c['threads']} thread{'s' if c['threads'] > 1 else ''})" if "threads" in c else ")")
                     for c in cpus if c}:
             counts[cpu] += 1
     text = "; ".join(f"{cpu}: {n} run{'s' if n > 1 else ''}" for cpu, n in sorted(counts.items())) or "not recorded"

@@ -171,6 +171,9 @@ def test_report_names_every_cpu_the_runs_trained_on():
                                      "(2 resumed runs name only some of the machines used: a process from before "
                                      "`cpus` was recorded)")
     assert report.machines([{"code": [{}]}]) == "not recorded"
+    one, two = ({**xeon, "threads": n} for n in (1, 2))  # newer results name the torch threads too
+    assert report.machines([{"cpus": [one], "code": [{}]}, {"cpus": [two, one], "code": [{}, {}]}]) == \
+        "Xeon (AVX512, native bf16, 1 thread): 2 runs; Xeon (AVX512, native bf16, 2 threads): 1 run"
 
 
 def test_report_marks_missing_runs(tiny_grid, tmp_path):

@@ -1,6 +1,8 @@
 """End-to-end runs of every algorithm script on tiny data, reproducibility, and messages on bad input."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +11,13 @@ from conftest import TASK_FLAGS, TINY_FLAGS, run_script
 from test_robustness import assert_same_run
 
 SCRIPTS = {"bc.py": ["walk"], "csac.py": ["run"], "mtcsac.py": ["walk", "run"], "hcsac.py": ["walk", "run"]}
+
+
+def fresh_interpreter_threads() -> int:
+    """torch's thread count in a fresh interpreter with this environment (OMP_NUM_THREADS where it is set)."""
+    shown = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], capture_output=True,
+                           text=True, check=True)
+    return int(shown.stdout)
 
 
 def read_results(cwd, run_name: str) -> dict:
@@ -30,6 +39,7 @@ def test_script_runs_end_to_end(script, tiny_data_dir, tmp_path):
     assert results["precision"] == ("bf16" if native else "fp32") and results["args"]["bf16"] is native
     [cpu] = results["cpus"]  # one process trained it
     assert cpu["capability"] == torch.backends.cpu.get_cpu_capability() and cpu["native_bf16"] is native and cpu["model"]
+    assert cpu["threads"] == fresh_interpreter_threads()
     assert "scale cpu: --hidden-dim 32 --num-layers 2 --batch-size 256 --epochs 2 --eval-every 1 " in result.stdout
     assert sorted(results["tasks"]) == sorted(SCRIPTS[script])
     for task, entry in results["tasks"].items():
