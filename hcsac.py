@@ -680,7 +680,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
+    use_deterministic_kernels(args.torch_deterministic)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     if device.type == "cpu":
         keep_freed_memory()
@@ -1321,6 +1321,15 @@ def log_metrics(writer: SummaryWriter, progress: Progress, means: dict[str, floa
     for name, value in means.items():
         writer.add_scalar(f"charts/{name}" if name == "alpha" else f"losses/{name}", value, step)
     progress.show(**{name: value for name, value in means.items() if name in SHOWN_METRICS})
+
+
+def use_deterministic_kernels(enabled: bool) -> None:
+    """--torch-deterministic (CleanRL's flag): deterministic kernels where torch has them, a warning where not.
+    cuBLAS is deterministic only with a fixed workspace, chosen before its first call (cuBLAS docs, "Results
+    reproducibility"); without it every GEMM also builds a warning. A value the user set wins."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
 
 
 def keep_freed_memory() -> None:

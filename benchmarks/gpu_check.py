@@ -228,12 +228,18 @@ def release(device: torch.device) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- sections
+# Variables that change what the GPU computes underneath torch: a TF32 override would turn the "tf32" rows into
+# fp32 (or the reverse) without a word; the cuBLAS workspace is what the scripts set for determinism.
+ENVIRONMENT_RECORDED = ("NVIDIA_TF32_OVERRIDE", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "CUBLAS_WORKSPACE_CONFIG")
+
+
 def machine(modules: dict, stood_in: dict[str, str], device: torch.device) -> dict:
     csac = modules["csac"]
     record = {"device": device.type, "gpu": csac.gpu_description(device), "cpu": csac.cpu_description(),
               "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
               "torch": torch.__version__, "torch_cuda": torch.version.cuda, "numpy": np.__version__,
-              "packages": csac.package_versions(), "stood_in": stood_in, "simulator_missing": simulator_missing()}
+              "packages": csac.package_versions(), "stood_in": stood_in, "simulator_missing": simulator_missing(),
+              "environment": {name: os.environ.get(name) for name in ENVIRONMENT_RECORDED}}
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         record["gpu"]["multiprocessors"] = properties.multi_processor_count
@@ -704,6 +710,7 @@ def main(argv: list[str]) -> None:
     with logged_to(os.path.join(args.out, LOG_NAME)), torch_settings_kept():
         print(f"gpu_check: {args.device}, sizes {args.sizes} ({network}), training budget {args.budget_seconds:g} s; "
               f"writing {check.path}", flush=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # as every run (use_deterministic_kernels)
         torch.use_deterministic_algorithms(True, warn_only=True)  # as every run (--torch-deterministic, default)
         try:
             modules, bench_update, stood_in = import_scripts()

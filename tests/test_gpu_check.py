@@ -52,7 +52,9 @@ def check_common_sections(record: dict, budget: float, one_graph: bool = False) 
     assert record["check"]["network"] == TINY
     machine = record["machine"]
     assert machine["gpu"] is None and machine["torch"] == torch.__version__ and machine["cpu_count"] >= 1
-    assert {"model", "capability", "native_bf16"} <= set(machine["cpu"])
+    assert {"model", "capability", "native_bf16", "threads"} <= set(machine["cpu"])
+    assert set(machine["environment"]) == set(gpu_check.ENVIRONMENT_RECORDED)
+    assert machine["environment"]["CUBLAS_WORKSPACE_CONFIG"]  # set by the check, as the scripts set it
     rows = record["updates"]
     assert [(r["algorithm"], r["precision"], r["path"]) for r in rows] == [
         (a, p, path) for a in gpu_check.ALGORITHMS for p in gpu_check.PRECISIONS for path in gpu_check.PATHS]

@@ -184,3 +184,22 @@ def test_a_checkpoint_from_a_two_gpu_machine_resumes_on_cpu_to_the_same_weights(
     with open(tmp_path / "runs" / "part" / "results.json") as f:
         results = json.load(f)
     assert results["gpus"] == [None, None, None] and len(results["code"]) == 3
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_deterministic_kernels_fix_the_cublas_workspace_unless_the_user_chose_one(module, monkeypatch):
+    """cuBLAS is deterministic only with a fixed workspace, and reads it at its first call: --torch-deterministic
+    sets it before any CUDA work; a value already in the environment wins; off, nothing is set."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+        module.use_deterministic_kernels(False)
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ and not torch.are_deterministic_algorithms_enabled()
+        module.use_deterministic_kernels(True)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+        module.use_deterministic_kernels(True)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
