@@ -53,7 +53,7 @@ def test_grid_and_report(tiny_grid, tiny_data_dir, tmp_path):
     assert "11 already finished, 1 to do" in result.stdout and "bc__medium__run__s0: done" in result.stdout
 
 
-def test_cpu_scale_is_the_scripts_own_definition_with_twice_the_steps_for_the_multi_task_agents():
+def test_cpu_scale_is_the_scripts_own_definition_with_twice_the_steps_for_the_multi_task_agents(tmp_path):
     """reproduce.py passes --scale cpu and copies none of its flags (each script resolves it, test_progress), but
     the step budget: B for BC and CSAC, 2B for MTCSAC and HCSAC (their epoch covers both tasks), and bf16 pinned."""
     import bc
@@ -64,7 +64,7 @@ def test_cpu_scale_is_the_scripts_own_definition_with_twice_the_steps_for_the_mu
     scale = reproduce.SCALES["cpu"]
     assert scale.flags == ("--scale", "cpu") and scale.precision == "bf16"
     assert all(module.CPU_SCALE_STEPS == scale.budget_steps for module in (bc, csac, mtcsac, hcsac))
-    args = reproduce.Args(scale="cpu", workdir="/nonexistent")
+    args = reproduce.Args(scale="cpu", workdir="/nonexistent", results_dir=str(tmp_path))  # no parked run there
     for algorithm, task, steps in (("bc", "run", 40_000), ("csac", "walk", 40_000), ("mtcsac", None, 80_000),
                                    ("hcsac", None, 80_000)):
         command = reproduce.command(reproduce.Run(algorithm, "medium", 0, task), args)
@@ -326,11 +326,13 @@ def test_report_reads_equal_steps_equal_epochs_and_best_from_the_same_runs(tmp_p
         "cpu/mtcsac__medium__s1, cpu/mtcsac__medium__s2; bbbbbbbbbbbb: cpu/mtcsac__medium__s0)" in result.stderr
 
 
-def test_cpu_wide_scale_gives_every_algorithm_the_reports_network_and_its_epochs_from_the_data(tiny_data_dir):
+def test_cpu_wide_scale_gives_every_algorithm_the_reports_network_and_its_epochs_from_the_data(tiny_data_dir, tmp_path):
     """cpu-wide: 3x1024 at batch 256 for all four, B = 16,000 (2B for the multi-task agents), bf16, an evaluation
     every 1,000 steps; --epochs and hcsac's --relabel-every from the data's size (the tests' files: 1,000 rows a
     task, 3 gradient steps an epoch alone, 7 together), about 10 relabelings per B."""
-    args = reproduce.Args(scale="cpu-wide", workdir="/nonexistent", data_dir=tiny_data_dir)
+    # results of their own: a run parked in the repository's results/ would be resumed, not started
+    args = reproduce.Args(scale="cpu-wide", workdir="/nonexistent", data_dir=tiny_data_dir,
+                          results_dir=str(tmp_path / "results"))
     assert [run.name for run in reproduce.grid(args)][:6] == [
         "bc__medium__walk__s0", "bc__medium__run__s0", "csac__medium__walk__s0", "csac__medium__run__s0",
         "mtcsac__medium__s0", "hcsac__medium__s0"] and len(reproduce.grid(args)) == 18  # medium only, seed by seed
