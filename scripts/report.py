@@ -327,8 +327,13 @@ def run_costs(runs: list[dict]) -> list[str]:
         lines.append(f"| {name} | {len(members)} | {', '.join(map(str, epochs))} | {', '.join(map(str, steps))} "
                      f"| {minutes:.1f} |")
     hours = sum(r["wall_time_s"] for r in runs) / 3600
-    lines += ["", f"All {len(runs)} runs: {hours:.1f} hours of wall time in total (each run one process; with one torch "
-              "thread each, about as many core-hours)."]
+    threads = {c.get("threads") for r in runs for c in r.get("cpus") or [{}]}  # None: not recorded (older results)
+    if threads == {1}:
+        how = "each run one process with one torch thread: as many core-hours"
+    else:
+        how = ("each run one process; wall time, not core-hours: a run's torch threads are in its `cpus` where "
+               "recorded, and the scale's README says how the grid ran")
+    lines += ["", f"All {len(runs)} runs: {hours:.1f} hours of wall time in total ({how})."]
     return lines
 
 

@@ -433,6 +433,21 @@ def test_cpu_wide_report_reads_equal_steps_at_8k_and_16k_the_plateau_and_csac_ag
     assert csac_bc.rstrip(" |").endswith("1.00 [1.00, 1.00]")  # every CSAC run above every BC run at B
 
 
+def test_cost_line_claims_core_hours_only_where_every_process_recorded_one_thread():
+    """Wall time equals core-hours only for one-thread runs; a run without a thread record (older results) or with
+    two threads makes the line say wall time, not core-hours."""
+    import report
+
+    one = synthetic_run("bc", 0, {"walk": [(1000, 1.0)]})
+    one["wall_time_s"], one["cpus"] = 3600.0, [{"model": "x", "threads": 1}]
+    two = {**one, "cpus": [{"model": "x", "threads": 1}, {"model": "x", "threads": 2}]}  # resumed with 2 threads
+    unrecorded = {**one, "cpus": [{"model": "x"}]}
+    assert report.run_costs([one])[-1].endswith("(each run one process with one torch thread: as many core-hours).")
+    for runs in ([one, two], [unrecorded]):
+        assert "wall time, not core-hours" in report.run_costs(runs)[-1]
+    assert report.run_costs([one, two])[-1].startswith("All 2 runs: 2.0 hours of wall time")
+
+
 def test_report_names_every_gpu_the_runs_trained_on():
     """Runs on a GPU are labelled by it (one entry per process, None for a process on a CPU); CPU-only runs give
     no GPU line."""
