@@ -669,8 +669,7 @@ def train(args: Args, checkpoint: dict | None = None, typed: set[str] | None = N
             progress.show(**{task: float(np.mean(returns))})
         save_checkpoint(checkpoint_path, snapshot(epoch) if position is None
                         else {**snapshot(epoch - 1), "resume_at": position})
-        eta = (progress.total_steps - global_step) * (time.time() - start) / global_step
-        progress.write(f"{line} | SPS {sps:.1f} | ETA {eta / 60:.1f} min")
+        progress.write(f"{line} | SPS {sps:.1f} | ETA {format_duration(progress.remaining_seconds(global_step))}")
 
     workers = evaluation_workers(args, device)
     preemption = Preemption()
@@ -1018,11 +1017,17 @@ class Progress:
             hint = "hint: a GPU-sized run for this CPU; use a GPU (bf16 by default there)"
         return hint + (", or --scale cpu (a CPU-sized run, results/cpu)" if self.suggest_scale else "")
 
+    def rate(self, step: int) -> float:
+        """Steps per second of this process: a resumed run's earlier parts may have had other cores or threads."""
+        return (step - self.first_step) / max(time.time() - self.start, 1e-9)
+
+    def remaining_seconds(self, step: int) -> float:
+        rate = self.rate(step)
+        return (self.total_steps - step) / rate if rate > 0 else math.inf
+
     def plain_line(self, step: int) -> None:
-        rate = (step - self.first_step) / max(time.time() - self.start, 1e-9)
-        eta = (self.total_steps - step) / rate if rate > 0 else math.inf
-        line = (f"step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%) | {rate:.1f} steps/s | "
-                f"ETA {format_duration(eta)}")
+        line = (f"step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%) | "
+                f"{self.rate(step):.1f} steps/s | ETA {format_duration(self.remaining_seconds(step))}")
         print(" | ".join([line, *(f"{k} {v}" for k, v in self.postfix.items())]), flush=True)
         self.last_line = time.time()
 

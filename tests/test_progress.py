@@ -79,6 +79,17 @@ def test_cost_line_projects_the_run_and_hints_on_a_slow_cpu(capsys):
     assert "cost: " in out and "hint" not in out
 
 
+@pytest.mark.parametrize("module", [bc, csac, mtcsac, hcsac], ids=lambda m: m.__name__)
+def test_eta_of_a_resumed_run_is_from_this_processs_rate(module):
+    """Resumed at step 30,000 of 32,000 and 1,000 steps done in 100 s: 10 steps/s, 1,000 left, 100 s; the whole
+    run's average (earlier processes on other cores or threads) plays no part."""
+    progress = module.Progress(total_steps=32_000, done_steps=30_000, device=torch.device("cpu"))
+    progress.start -= 100.0
+    assert progress.rate(31_000) == pytest.approx(10.0, rel=1e-3)
+    assert progress.remaining_seconds(31_000) == pytest.approx(100.0, rel=1e-3)
+    assert module.format_duration(progress.remaining_seconds(30_000)) == "?"  # nothing done yet: no rate
+
+
 def test_hint_on_emulated_bf16_names_fp32_not_a_gpu(capsys):
     """bf16 at 2 s per update where fp32 takes 0.1 s: 10,000 updates are 5.6 h in bf16 but 17 min in fp32."""
     out = cost_output(csac.Progress(total_steps=10_007, done_steps=0, device=torch.device("cpu"),
