@@ -10,6 +10,8 @@ and MTCSAC and HCSAC 2B, so equal steps = every run's evaluation at step B, equa
 evaluation (the report's rule), best checkpoint = every run's best evaluation (the report's protocol;
 optimistic, since it selects on the evaluation itself). Beside mean ± std over seeds: the IQM over runs x tasks
 with a 95% stratified bootstrap interval, and P(MTCSAC > CSAC), P(HCSAC > MTCSAC) per task (scripts/intervals.py).
+A scale with `beside` (cpu-wide: 3x1024) ends with its runs' means set beside that scale's (cpu: 2x256) and the
+seed report's, at equal steps and at each one's end.
 
     python scripts/report.py --scale cpu
 """
@@ -276,6 +278,35 @@ def plateau_rows(runs: list[dict], datasets=DATASETS) -> list[str]:
     return lines
 
 
+def networks(runs: list[dict]) -> str:
+    """The runs' network shapes as layers x width, e.g. 3x1024."""
+    return ", ".join(sorted({f"{r['args'].get('num_layers', '?')}x{r['args'].get('hidden_dim', '?')}" for r in runs}))
+
+
+def beside_rows(runs: list[dict], other: list[dict], names: list[tuple[str, int | None]],
+                datasets=DATASETS) -> list[str]:
+    """Markdown rows: per reading (name, budget_steps) and task, each algorithm's mean over seeds in `runs` and in
+    `other` as "ours / other's" (seeds in brackets where fewer than 3; '–' where missing), then the seed report's
+    Table 1."""
+    def mean(group: list[dict], dataset: str, task: str, algorithm: str, name: str, budget: int | None) -> str:
+        values = [reading(r, task, name, budget) for r in group
+                  if r["algorithm"] == algorithm and r["args"]["dataset"] == dataset and task in r["tasks"]]
+        return "–" if not values else f"{np.mean(values):.1f}" + (f" ({len(values)})" if len(values) < 3 else "")
+
+    lines = ["| Reading | Dataset | Task | " + " | ".join(LABELS[a] for a in ALGORITHMS) + " |",
+             "|---|---|---|" + "---|" * len(ALGORITHMS)]
+    for dataset in datasets:
+        for name, budget in names:
+            for task in TASKS:
+                cells = [f"{mean(runs, dataset, task, a, name, budget)} / {mean(other, dataset, task, a, name, None)}"
+                         for a in ALGORITHMS]
+                lines.append(f"| {name} | {dataset} | {task} | " + " | ".join(cells) + " |")
+        for task in TASKS:
+            cells = [f"{SEED_TABLE[(dataset, task)][a][0]:.1f}" for a in ALGORITHMS]
+            lines.append(f"| the report's Table 1 | {dataset} | {task} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def cell_stats(cells: dict, datasets=DATASETS) -> dict[tuple[str, str], dict[str, tuple | None]]:
     """(dataset, task) -> algorithm -> (mean, std, seeds) over seeds, None where no run finished."""
     return {(d, t): {a: (float(np.mean(cells[(d, t, a)])), float(np.std(cells[(d, t, a)])), len(cells[(d, t, a)]))
@@ -482,6 +513,19 @@ def main(args: Args) -> None:
         lines += [f"Probability of improvement, {name}: P(X > Y) for a random run of X and one of Y on the task (ties "
                   f"count 1/2), with its 95% bootstrap interval; 0.5 is no difference.", "",
                   *improvement_rows(cells[name], datasets, comparisons), ""]
+    if scale and scale.beside and load_runs(os.path.join(args.results_dir, scale.beside, "runs")):
+        other_runs = load_runs(os.path.join(args.results_dir, scale.beside, "runs"))
+        other_scale = SCALES[scale.beside]
+        steps = [*scale.early_steps, budget]
+        names = [(f"equal steps at {s:,}", None) for s in steps] + [("plateau", budget), ("best checkpoint", budget)]
+        lines += [f"## Beside the `{scale.beside}` scale: {networks(runs)} here, {networks(other_runs)} there", "",
+                  f"Each cell: the mean over seeds of this scale's runs / of the `{scale.beside}` scale's runs "
+                  f"(`results/{scale.beside}/runs`; the number of seeds in brackets where fewer than 3). Equal steps: "
+                  f"both evaluated at that step. Plateau and best checkpoint: each at the end of its own budget "
+                  f"(B = {budget:,} here, {other_scale.budget_steps:,} there; 2B for the multi-task agents). Last, the "
+                  f"seed report's Table 1 (best checkpoint, 5 seeds, 1000 epochs at batch 1024; its CSAC 3x256, its "
+                  f"MTCSAC and HCSAC 3x1024).", "",
+                  *beside_rows(runs, other_runs, names, datasets), ""]
     lines += ["## Cost of each run", "", *run_costs(runs), ""]
     atomic_write_bytes(os.path.join(out_dir, "table1.md"), "\n".join(lines).encode())
     plot(curves(runs), os.path.join(out_dir, "figure4.png"), f"Evaluation return vs gradient steps, scale {args.scale}",

@@ -68,6 +68,7 @@ class Scale:
     # scripts/report.py: equal-steps readings before B as well, and the plateau reading with P(CSAC > BC)
     early_steps: tuple[int, ...] = ()
     plateau: bool = False
+    beside: str | None = None  # scripts/report.py: this scale's runs set beside that scale's (another width)
 
 
 SCALES = {
@@ -82,7 +83,8 @@ SCALES = {
     # evaluation every 1,000 steps, the medium files (results/cpu-wide/README.md).
     "cpu-wide": Scale(("--hidden-dim", "1024", "--num-layers", "3", "--batch-size", "256", "--eval-every-steps", "1000",
                        "--eval-episodes", "10"), budget_steps=16_000, multipliers={"mtcsac": 2, "hcsac": 2},
-                      precision="bf16", relabelings=10, datasets=("medium",), early_steps=(8_000,), plateau=True),
+                      precision="bf16", relabelings=10, datasets=("medium",), early_steps=(8_000,), plateau=True,
+                      beside="cpu"),
     # Seconds per run: for tests and smoke checks of the grid itself, not for results.
     # (B = 4 steps, 8 for the multi-task agents: 2 and about 1 epochs of the tests' one-episode files)
     "tiny": Scale(("--hidden-dim", "32", "--num-layers", "2", "--batch-size", "256", "--eval-every-steps", "2",

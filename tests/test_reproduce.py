@@ -433,6 +433,42 @@ def test_cpu_wide_report_reads_equal_steps_at_8k_and_16k_the_plateau_and_csac_ag
     assert csac_bc.rstrip(" |").endswith("1.00 [1.00, 1.00]")  # every CSAC run above every BC run at B
 
 
+def test_cpu_wide_report_sets_its_runs_beside_the_cpu_scales_at_equal_steps_and_at_each_ones_end(tmp_path):
+    """The width comparison: per reading and task, "3x1024 mean / 2x256 mean" from the two scales' runs (seeds in
+    brackets where fewer than 3, '–' where missing), then the seed report's row; no section without the other's runs."""
+    import report
+
+    def write(scale: str, results: dict, layers: int, width: int) -> None:
+        results["run_name"] = results["run_name"].replace("cpu/", f"{scale}/")
+        results["args"].update(num_layers=layers, hidden_dim=width)
+        folder = tmp_path / "results" / scale / "runs"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{results['run_name'].split('/')[1]}.json").write_text(json.dumps(results))
+
+    wide_steps, narrow_steps = range(1000, 16_001, 1000), range(4000, 40_001, 4000)
+    for seed in range(3):
+        write("cpu-wide", synthetic_run("csac", seed, {"walk": [(s, s / 100 + seed) for s in wide_steps]}), 3, 1024)
+        write("cpu", synthetic_run("csac", seed, {"walk": [(s, s / 1000) for s in narrow_steps]}), 2, 256)
+    write("cpu-wide", synthetic_run("bc", 0, {"walk": [(s, 500.0) for s in wide_steps]}), 3, 1024)
+    report.main(report.Args(scale="cpu-wide", results_dir=str(tmp_path / "results")))
+    table = (tmp_path / "results" / "cpu-wide" / "table1.md").read_text()
+    section = table.split("## Beside the `cpu` scale: 3x1024 here, 2x256 there")[1].split("## ")[0]
+
+    def row(name: str) -> list[str]:
+        line = next(line for line in section.splitlines() if line.startswith(f"| {name} | medium | walk |"))
+        return [cell.strip() for cell in line.strip("|").split("|")][3:]
+
+    assert row("equal steps at 8,000")[:2] == ["500.0 (1) / –", "81.0 / 8.0"]  # 80 + the seeds' mean / 8
+    assert row("equal steps at 16,000")[1] == "161.0 / 16.0"
+    assert row("plateau")[1] == "146.0 / 38.0"  # the last 4 of 16 here (130 to 160, + seed), the last 2 of 10 there
+    assert row("best checkpoint")[1] == "161.0 / 40.0"
+    assert row("the report's Table 1") == ["551.5", "653.6", "870.1", "907.4"]
+
+    shutil.rmtree(tmp_path / "results" / "cpu")
+    report.main(report.Args(scale="cpu-wide", results_dir=str(tmp_path / "results")))
+    assert "## Beside" not in (tmp_path / "results" / "cpu-wide" / "table1.md").read_text()
+
+
 def test_cost_line_claims_core_hours_only_where_every_process_recorded_one_thread():
     """Wall time equals core-hours only for one-thread runs; a run without a thread record (older results) or with
     two threads makes the line say wall time, not core-hours."""
