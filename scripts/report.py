@@ -283,22 +283,21 @@ def networks(runs: list[dict]) -> str:
     return ", ".join(sorted({f"{r['args'].get('num_layers', '?')}x{r['args'].get('hidden_dim', '?')}" for r in runs}))
 
 
-def beside_rows(runs: list[dict], other: list[dict], names: list[tuple[str, int | None]],
-                datasets=DATASETS) -> list[str]:
-    """Markdown rows: per reading (name, budget_steps) and task, each algorithm's mean over seeds in `runs` and in
-    `other` as "ours / other's" (seeds in brackets where fewer than 3; '–' where missing), then the seed report's
-    Table 1."""
-    def mean(group: list[dict], dataset: str, task: str, algorithm: str, name: str, budget: int | None) -> str:
-        values = [reading(r, task, name, budget) for r in group
+def beside_rows(runs: list[dict], other: list[dict], names: list[str], datasets=DATASETS) -> list[str]:
+    """Markdown rows: per reading (equal steps at a given step, plateau, best checkpoint) and task, each algorithm's
+    mean over seeds in `runs` and in `other` as "ours / other's" (seeds in brackets where fewer than 3; '–' where
+    missing), then the seed report's Table 1."""
+    def mean(group: list[dict], dataset: str, task: str, algorithm: str, name: str) -> str:
+        values = [reading(r, task, name, None) for r in group
                   if r["algorithm"] == algorithm and r["args"]["dataset"] == dataset and task in r["tasks"]]
         return "–" if not values else f"{np.mean(values):.1f}" + (f" ({len(values)})" if len(values) < 3 else "")
 
     lines = ["| Reading | Dataset | Task | " + " | ".join(LABELS[a] for a in ALGORITHMS) + " |",
              "|---|---|---|" + "---|" * len(ALGORITHMS)]
     for dataset in datasets:
-        for name, budget in names:
+        for name in names:
             for task in TASKS:
-                cells = [f"{mean(runs, dataset, task, a, name, budget)} / {mean(other, dataset, task, a, name, None)}"
+                cells = [f"{mean(runs, dataset, task, a, name)} / {mean(other, dataset, task, a, name)}"
                          for a in ALGORITHMS]
                 lines.append(f"| {name} | {dataset} | {task} | " + " | ".join(cells) + " |")
         for task in TASKS:
@@ -513,11 +512,10 @@ def main(args: Args) -> None:
         lines += [f"Probability of improvement, {name}: P(X > Y) for a random run of X and one of Y on the task (ties "
                   f"count 1/2), with its 95% bootstrap interval; 0.5 is no difference.", "",
                   *improvement_rows(cells[name], datasets, comparisons), ""]
-    if scale and scale.beside and load_runs(os.path.join(args.results_dir, scale.beside, "runs")):
-        other_runs = load_runs(os.path.join(args.results_dir, scale.beside, "runs"))
+    other_runs = load_runs(os.path.join(args.results_dir, scale.beside, "runs")) if scale and scale.beside else []
+    if other_runs:
         other_scale = SCALES[scale.beside]
-        steps = [*scale.early_steps, budget]
-        names = [(f"equal steps at {s:,}", None) for s in steps] + [("plateau", budget), ("best checkpoint", budget)]
+        names = [f"equal steps at {s:,}" for s in (*scale.early_steps, budget)] + ["plateau", "best checkpoint"]
         lines += [f"## Beside the `{scale.beside}` scale: {networks(runs)} here, {networks(other_runs)} there", "",
                   f"Each cell: the mean over seeds of this scale's runs / of the `{scale.beside}` scale's runs "
                   f"(`results/{scale.beside}/runs`; the number of seeds in brackets where fewer than 3). Equal steps: "
