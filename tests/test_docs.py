@@ -1,5 +1,6 @@
 """The README and docs/: every relative link reaches a file (and its heading, for #anchors), the README keeps CI's
-test command, and CITATION.cff parses and names the report it implements."""
+test command, CITATION.cff parses and names the report it implements, and the README's cpu-wide figures are its
+tables' figures."""
 
 import os
 import re
@@ -53,3 +54,42 @@ def test_citation_names_the_report():
     assert report["title"].startswith("Multi-Task Offline Reinforcement Learning with Heuristic Conservative")
     assert [author["family-names"] for author in report["authors"]] == ["Bu", "Wang", "Xue"]
     assert report["year"] == 2024
+
+
+def _decimal_figures(text: str) -> list[str]:
+    """Returns and probabilities as printed (318.5, 0.50, 15.4) and signed percentages (+20%)."""
+    return re.findall(r"[+-]\d+%|\d[\d,]*\.\d+", text)
+
+
+def test_readmes_cpu_wide_figures_are_in_its_tables_and_its_run_count_is_the_runs_on_disk():
+    """The README's cpu-wide section is written by hand as runs land: each of its figures must be one that
+    `report.py` printed (or the grid's README states), rounded as the README rounds it, so a figure the next
+    run's table changed fails here until the prose follows."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    start = readme.index("**At the report's width")
+    section = readme[start:readme.index("\n## ", start)]
+    sources = ""
+    for path in ["results/cpu-wide/table1.md", "results/cpu/table1.md", "results/cpu-wide/README.md"]:
+        with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+            sources += f.read()
+    printed = _decimal_figures(sources)
+    printed_values = [float(figure.replace(",", "")) for figure in printed if not figure.endswith("%")]
+    figures = _decimal_figures(section)
+    assert len(figures) > 10, "the README's cpu-wide section lost its figures"
+    stale = []
+    for figure in figures:
+        if figure.endswith("%"):
+            found = figure in printed
+        else:
+            decimals = len(figure.partition(".")[2])
+            found = any(round(value, decimals) == float(figure.replace(",", "")) for value in printed_values)
+        if not found:
+            stale.append(figure)
+    assert not stale, f"README.md: cpu-wide figures not in results/cpu-wide/table1.md (stale?): {stale}"
+    runs_on_disk = len([name for name in os.listdir(os.path.join(ROOT, "results", "cpu-wide", "runs"))
+                        if name.endswith(".json")])
+    progress = re.search(r"in progress: (\d+) of 18 runs", section)
+    claimed = int(progress.group(1)) if progress else 18
+    assert claimed == runs_on_disk, \
+        f"README.md: cpu-wide says {claimed} of 18 runs, results/cpu-wide/runs has {runs_on_disk}"
