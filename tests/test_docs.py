@@ -69,8 +69,8 @@ def test_readmes_cpu_wide_figures_are_in_its_tables_and_its_run_count_is_the_run
         readme = f.read()
     start = readme.index("**At the report's width")
     section = readme[start:readme.index("\n## ", start)]
-    sources = ""
-    for path in ["results/cpu-wide/table1.md", "results/cpu/table1.md", "results/cpu-wide/README.md"]:
+    sources, source_paths = "", ["results/cpu-wide/table1.md", "results/cpu/table1.md", "results/cpu-wide/README.md"]
+    for path in source_paths:
         with open(os.path.join(ROOT, path), encoding="utf-8") as f:
             sources += f.read()
     printed = _decimal_figures(sources)
@@ -86,7 +86,7 @@ def test_readmes_cpu_wide_figures_are_in_its_tables_and_its_run_count_is_the_run
             found = any(round(value, decimals) == float(figure.replace(",", "")) for value in printed_values)
         if not found:
             stale.append(figure)
-    assert not stale, f"README.md: cpu-wide figures not in results/cpu-wide/table1.md (stale?): {stale}"
+    assert not stale, f"README.md: cpu-wide figures in none of {source_paths} (stale?): {stale}"
     runs_on_disk = len([name for name in os.listdir(os.path.join(ROOT, "results", "cpu-wide", "runs"))
                         if name.endswith(".json")])
     progress = re.search(r"in progress: (\d+) of 18 runs", section)
