@@ -1,6 +1,6 @@
 """The README and docs/: every relative link reaches a file (and its heading, for #anchors), the README keeps CI's
-test command, CITATION.cff parses and names the report it implements, and the README's cpu-wide figures are its
-tables' figures."""
+test command, CITATION.cff parses and names the report it implements, and the README's cpu-wide figures and
+side-by-side table are its tables' figures."""
 
 import os
 import re
@@ -93,3 +93,40 @@ def test_readmes_cpu_wide_figures_are_in_its_tables_and_its_run_count_is_the_run
     claimed = int(progress.group(1)) if progress else 18
     assert claimed == runs_on_disk, \
         f"README.md: cpu-wide says {claimed} of 18 runs, results/cpu-wide/runs has {runs_on_disk}"
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    """The cells of every markdown table row in text, header and separator rows included."""
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("|")]
+
+
+def test_readmes_side_by_side_table_is_the_cpu_wide_reports_beside_table():
+    """Each cell of the README's side-by-side table (walk / run) is the cell of table1.md's "Beside the `cpu`
+    scale" table for its reading, task, algorithm and scale, so a row or column put in the wrong place fails."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, "results", "cpu-wide", "table1.md"), encoding="utf-8") as f:
+        report = f.read()
+    beside = report[report.index("## Beside the `cpu` scale"):]
+    beside = beside[:beside.index("\n## ")]
+    algorithms = ["BC", "CSAC", "MTCSAC", "HCSAC"]
+    cells = {}  # (reading, task, algorithm) -> [cpu-wide cell, cpu cell] or [the report's cell]
+    for row in _table_rows(beside):
+        if len(row) == 7 and row[3:] != algorithms and not row[0].startswith("---"):
+            for algorithm, cell in zip(algorithms, row[3:]):
+                cells[row[0], row[2], algorithm] = cell.split(" / ")
+    readme_rows = [row for row in _table_rows(readme) if row[0].startswith(("the report's Table 1", "`cpu"))
+                   and len(row) == 5]
+    assert len(readme_rows) >= 5, "README.md lost its side-by-side table"
+    for row in readme_rows:
+        label = row[0]
+        reading = next(name for name in ("the report's Table 1", "best checkpoint", "plateau") if name in label)
+        side = 0 if reading == "the report's Table 1" or label.startswith("`cpu-wide`") else 1
+        for algorithm, cell in zip(algorithms, row[1:]):
+            walk, run = cell.split(" / ")
+            seeds = re.search(r" \(\d\)$", run)
+            if seeds:  # the README writes a cell's seed count once, after run; table1.md after each task
+                walk, run = walk + seeds.group(0), run
+            expected = (cells[reading, "walk", algorithm][side], cells[reading, "run", algorithm][side])
+            assert (walk, run) == expected, f"README.md: side-by-side {label!r}, {algorithm}: {cell!r}, table1.md {expected}"
