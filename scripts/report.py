@@ -74,6 +74,17 @@ def precision(results: dict) -> str:
     return results.get("precision") or ("bf16" if results["args"].get("bf16") else "fp32")
 
 
+def cpu_label(cpu: dict) -> str:
+    """One process's CPU as the tables name it, e.g. "AMD EPYC (family/model 26/2, AVX512, native bf16, 2 threads)";
+    family/model, AMX and threads only where the results recorded them (newer results)."""
+    details = [f"family/model {cpu['family_model']}"] if "family_model" in cpu else []
+    details.append(cpu["capability"] + (" + AMX" if cpu.get("amx") else ""))
+    details.append(f"{'native' if cpu['native_bf16'] else 'emulated'} bf16")
+    if "threads" in cpu:
+        details.append(f"{cpu['threads']} thread{'s' if cpu['threads'] > 1 else ''}")
+    return f"{cpu['model']} ({', '.join(details)})"
+
+
 def machines(runs: list[dict]) -> str:
     """The CPUs the runs trained on, each with how many runs used it. `cpus` names the machine of every process
     that trained a run (None: one from before it was recorded) and, in newer results, its torch threads; older
@@ -83,9 +94,7 @@ def machines(runs: list[dict]) -> str:
         cpus = results.get("cpus") or (
             [None] * (len(results.get("code", [])) - 1) + [results["cpu"]] if results.get("cpu") else [])
         incomplete += None in cpus
-        for cpu in {f"{c['model']} ({c['capability']}, {'native' if c['native_bf16'] else 'emulated'} bf16"
-                    + (f", {c['threads']} thread{'s' if c['threads'] > 1 else ''})" if "threads" in c else ")")
-                    for c in cpus if c}:
+        for cpu in {cpu_label(c) for c in cpus if c}:
             counts[cpu] += 1
     text = "; ".join(f"{cpu}: {n} run{'s' if n > 1 else ''}" for cpu, n in sorted(counts.items())) or "not recorded"
     if incomplete:

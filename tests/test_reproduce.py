@@ -174,6 +174,14 @@ def test_report_names_every_cpu_the_runs_trained_on():
     one, two = ({**xeon, "threads": n} for n in (1, 2))  # newer results name the torch threads too
     assert report.machines([{"cpus": [one], "code": [{}]}, {"cpus": [two, one], "code": [{}, {}]}]) == \
         "Xeon (AVX512, native bf16, 1 thread): 2 runs; Xeon (AVX512, native bf16, 2 threads): 1 run"
+    # newest results tell a Zen 4 from a Zen 5 (both "AMD EPYC") and name AMX
+    zen4, zen5 = ({"model": "AMD EPYC", "capability": "AVX512", "native_bf16": True, "threads": 2,
+                   "family_model": family_model, "amx": False} for family_model in ("25/17", "26/2"))
+    amx = {**one, "family_model": "6/143", "amx": True}
+    assert report.machines([{"cpus": [zen4, zen5], "code": [{}, {}]}, {"cpus": [amx], "code": [{}]}]) == (
+        "AMD EPYC (family/model 25/17, AVX512, native bf16, 2 threads): 1 run; "
+        "AMD EPYC (family/model 26/2, AVX512, native bf16, 2 threads): 1 run; "
+        "Xeon (family/model 6/143, AVX512 + AMX, native bf16, 1 thread): 1 run")
 
 
 def test_report_marks_missing_runs(tiny_grid, tmp_path):
