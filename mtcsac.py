@@ -1131,7 +1131,7 @@ def native_bf16(device: torch.device) -> bool:
 def cpu_description() -> dict:
     """What a results file needs to say about the CPU: its model, vector capability, native bf16, and the torch
     threads the process used (a bf16 run's sums depend on them). On Linux also its CPUID family/model (a cloud
-    host's "AMD EPYC" may be a Zen 4 or a Zen 5, twice as fast in bf16) and whether it has AMX."""
+    host's "AMD EPYC" may be a Zen 4 or a Zen 5, whose bf16 speeds differ) and whether it has AMX."""
     model, cpuinfo = platform.processor() or platform.machine(), {}
     try:
         with open("/proc/cpuinfo") as f:
