@@ -127,6 +127,7 @@ def test_readmes_side_by_side_table_is_the_cpu_wide_reports_beside_table():
             walk, run = cell.split(" / ")
             seeds = re.search(r" \(\d\)$", run)
             if seeds:  # the README writes a cell's seed count once, after run; table1.md after each task
-                walk, run = walk + seeds.group(0), run
+                walk += seeds.group(0)
             expected = (cells[reading, "walk", algorithm][side], cells[reading, "run", algorithm][side])
-            assert (walk, run) == expected, f"README.md: side-by-side {label!r}, {algorithm}: {cell!r}, table1.md {expected}"
+            assert (walk, run) == expected, \
+                f"README.md: side-by-side {label!r}, {algorithm}: {cell!r}, table1.md {expected}"
